@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/internal/pkttest"
+)
+
+// LBCases loads a load balancer with one VIP per case kind and returns the
+// cases of the load balancer's per-packet cost: the GUE IPv4 hit path
+// (established TCP), the miss path (SYN, which always takes the Maglev
+// ring and rewrites the connection table), IPv6, and IPIP. The caller closes
+// the returned LB after measuring.
+func LBCases(mode Mode) ([]Case, *lb.LB, error) {
+	gw := net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+	l, err := lb.Load(lb.Options{}, lb.Config{
+		Seed:       1,
+		SourceV4:   netip.MustParseAddr("198.18.0.1"),
+		SourceV6:   netip.MustParseAddr("2001:db8:ffff::1"),
+		GatewayMAC: gw,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	vip4 := lb.VIP{Addr: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
+	vip6 := lb.VIP{Addr: netip.MustParseAddr("2001:db8:1::1"), Port: 80, Proto: lb.TCP}
+	vipIPIP := lb.VIP{Addr: netip.MustParseAddr("198.18.1.2"), Port: 80, Proto: lb.TCP}
+	backends4 := make([]lb.Backend, 0, 100)
+	backends6 := make([]lb.Backend, 0, 100)
+	for i := range 100 {
+		backends4 = append(backends4, lb.Backend{Addr: netip.AddrFrom4([4]byte{198, 19, byte(i / 250), byte(1 + i%250)}), Weight: 1})
+		backends6 = append(backends6, lb.Backend{Addr: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 2, 14: byte(i >> 8), 15: byte(i)}), Weight: 1})
+	}
+	for _, v := range []struct {
+		vip      lb.VIP
+		opts     lb.VIPOptions
+		backends []lb.Backend
+	}{
+		{vip4, lb.VIPOptions{}, backends4},
+		{vip6, lb.VIPOptions{}, backends6},
+		{vipIPIP, lb.VIPOptions{Encap: lb.IPIP}, backends4},
+	} {
+		if err := l.AddVIP(v.vip, v.opts); err != nil {
+			l.Close()
+			return nil, nil, err
+		}
+		if err := l.SetBackends(v.vip, v.backends); err != nil {
+			l.Close()
+			return nil, nil, err
+		}
+	}
+
+	flow := func(src string, vip lb.VIP) pkttest.Flow {
+		return pkttest.Flow{
+			Src: netip.MustParseAddrPort(src), Dst: netip.AddrPortFrom(vip.Addr, vip.Port),
+			DF: true, Payload: make([]byte, 6),
+		}
+	}
+	f4 := flow("198.18.2.7:40000", vip4)
+	f6 := flow("[2001:db8:3::7]:40000", vip6)
+	fIPIP := flow("198.18.2.7:40001", vipIPIP)
+	established := [][]byte{
+		pkttest.TCP(f4, pkttest.SYN), pkttest.TCP(f6, pkttest.SYN), pkttest.TCP(fIPIP, pkttest.SYN),
+	}
+	if err := onEveryCPU(l.Program(), established); err != nil {
+		l.Close()
+		return nil, nil, fmt.Errorf("open benchmark connections: %w", err)
+	}
+	cases := []Case{
+		{Name: "lb gue v4 hit", Program: l.Program(), Frame: pkttest.TCP(f4, pkttest.ACK), Verdict: TX, Mode: mode},
+		{Name: "lb gue v4 miss (syn)", Program: l.Program(), Frame: pkttest.TCP(f4, pkttest.SYN), Verdict: TX, Mode: mode},
+		{Name: "lb gue v6 hit", Program: l.Program(), Frame: pkttest.TCP(f6, pkttest.ACK), Verdict: TX, Mode: mode},
+		{Name: "lb ipip v4 hit", Program: l.Program(), Frame: pkttest.TCP(fIPIP, pkttest.ACK), Verdict: TX, Mode: mode},
+	}
+	return cases, l, nil
+}
+
+// onEveryCPU runs each frame once on every CPU, so that the per-CPU
+// connection tables hold the flows whichever CPU the measurement runs on.
+func onEveryCPU(prog *ebpf.Program, frames [][]byte) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	done := make(chan error)
+	go func() {
+		// The thread is pinned and then discarded with the goroutine.
+		runtime.LockOSThread()
+		done <- func() error {
+			for cpu := range cpus {
+				var set unix.CPUSet
+				set.Set(cpu)
+				if err := unix.SchedSetaffinity(0, &set); err != nil {
+					if errors.Is(err, unix.EINVAL) {
+						continue // possible but not online
+					}
+					return fmt.Errorf("pin to cpu %d: %w", cpu, err)
+				}
+				for _, f := range frames {
+					if _, err := prog.Run(&ebpf.RunOptions{Data: f, DataOut: make([]byte, len(f)+256)}); err != nil {
+						return fmt.Errorf("run on cpu %d: %w", cpu, err)
+					}
+				}
+			}
+			return nil
+		}()
+	}()
+	return <-done
+}
