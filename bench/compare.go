@@ -25,6 +25,10 @@ type Case struct {
 	// Verdict is what Program returns for Frame. Compare checks it with a
 	// plain test run first and refuses the case if it differs.
 	Verdict Verdict
+	// Baseline, when set, replaces the empty program of Verdict: for a
+	// program measured through a shim (see Restoring), the same shim
+	// around the empty program.
+	Baseline *ebpf.Program
 	// Mode is how the receiving end of the veth runs XDP. It only matters
 	// for XDP_TX: the program under test runs in the test-run harness
 	// either way.
@@ -135,7 +139,10 @@ func compare(ctx context.Context, cases []Case, opts Options, progress io.Writer
 			}
 			labs[c.Mode] = lab
 		}
-		base := baselines[c.Verdict]
+		base := c.Baseline
+		if base == nil {
+			base = baselines[c.Verdict]
+		}
 		if base == nil {
 			if base, err = EmptyProgram(c.Verdict); err != nil {
 				return Report{}, err

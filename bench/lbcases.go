@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -17,9 +18,10 @@ import (
 // LBCases loads a load balancer with one VIP per case kind and returns the
 // cases of the load balancer's per-packet cost: the GUE IPv4 hit path
 // (established TCP), the miss path (SYN, which always takes the Maglev
-// ring and rewrites the connection table), IPv6, and IPIP. The caller closes
-// the returned LB after measuring.
-func LBCases(mode Mode) ([]Case, *lb.LB, error) {
+// ring and rewrites the connection table), IPv6, and IPIP. Every case runs
+// the program, and its baseline the empty XDP_TX program, through the same
+// Restoring shim. The caller closes the returned Closer after measuring.
+func LBCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 	gw := net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
 	l, err := lb.Load(lb.Options{}, lb.Config{
 		Seed:       1,
@@ -74,13 +76,50 @@ func LBCases(mode Mode) ([]Case, *lb.LB, error) {
 		l.Close()
 		return nil, nil, fmt.Errorf("open benchmark connections: %w", err)
 	}
-	cases := []Case{
-		{Name: "lb gue v4 hit", Program: l.Program(), Frame: pkttest.TCP(f4, pkttest.ACK), Verdict: TX, Mode: mode},
-		{Name: "lb gue v4 miss (syn)", Program: l.Program(), Frame: pkttest.TCP(f4, pkttest.SYN), Verdict: TX, Mode: mode},
-		{Name: "lb gue v6 hit", Program: l.Program(), Frame: pkttest.TCP(f6, pkttest.ACK), Verdict: TX, Mode: mode},
-		{Name: "lb ipip v4 hit", Program: l.Program(), Frame: pkttest.TCP(fIPIP, pkttest.ACK), Verdict: TX, Mode: mode},
+	res := &resources{closers: []io.Closer{l}}
+	defer func() {
+		if err != nil {
+			res.Close()
+		}
+	}()
+	empty, err := EmptyProgram(TX)
+	if err != nil {
+		return nil, nil, err
 	}
-	return cases, l, nil
+	res.closers = append(res.closers, empty)
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"lb gue v4 hit", pkttest.TCP(f4, pkttest.ACK)},
+		{"lb gue v4 miss (syn)", pkttest.TCP(f4, pkttest.SYN)},
+		{"lb gue v6 hit", pkttest.TCP(f6, pkttest.ACK)},
+		{"lb ipip v4 hit", pkttest.TCP(fIPIP, pkttest.ACK)},
+	} {
+		prog, err := Restoring(l.Program(), c.frame, ebpf.AttachXDP)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.closers = append(res.closers, prog)
+		base, err := Restoring(empty, c.frame, ebpf.AttachNone)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.closers = append(res.closers, base)
+		cases = append(cases, Case{Name: c.name, Program: prog.Program, Baseline: base.Program, Frame: c.frame, Verdict: TX, Mode: mode})
+	}
+	return cases, res, nil
+}
+
+// resources closes everything a set of cases holds, newest first.
+type resources struct{ closers []io.Closer }
+
+func (r *resources) Close() error {
+	var err error
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		err = errors.Join(err, r.closers[i].Close())
+	}
+	return err
 }
 
 // onEveryCPU runs each frame once on every CPU, so that the per-CPU

@@ -85,6 +85,8 @@ func TestAPILoadRejects(t *testing.T) {
 		{name: "ring size not in the prime list", opts: Options{RingSize: 1000}, cfg: testConfig(), field: "ring size"},
 		{name: "ring size a power of two", opts: Options{RingSize: 65536}, cfg: testConfig(), field: "ring size"},
 		{name: "connection table of 8 entries", opts: Options{ConnTableSize: 8}, cfg: testConfig(), field: "connection table size"},
+		{name: "more VIPs than the vips map can count", opts: Options{MaxVIPs: 1 << 31}, cfg: testConfig(), field: "max vips"},
+		{name: "more backends than the reals map can count", opts: Options{MaxBackends: math.MaxUint32}, cfg: testConfig(), field: "max backends"},
 		{name: "tunnel MTU below IPv6's minimum plus overhead", cfg: withCfg(func(c *Config) { c.TunnelMTU = 1327 }), field: "tunnel_mtu"},
 		{name: "tunnel MTU above jumbo frames", cfg: withCfg(func(c *Config) { c.TunnelMTU = 9217 }), field: "tunnel_mtu"},
 		{name: "missing gateway MAC", cfg: withCfg(func(c *Config) { c.GatewayMAC = nil }), field: "gateway_mac"},
@@ -193,8 +195,13 @@ func TestAPISetBackendsRejected(t *testing.T) {
 	v6 := VIP{Addr: apiVIP6, Port: 80, Proto: TCP}
 	noV4 := testConfig()
 	noV4.SourceV4 = netip.Addr{}
+	tooMany := make([]Backend, 252)
+	for i := range tooMany {
+		tooMany[i] = Backend{Addr: netip.AddrFrom4([4]byte{10, 5, byte(i >> 8), byte(i)}), Weight: 1}
+	}
 	cases := []struct {
 		name    string
+		ring    uint32 // ring size; 0 for connRingSize
 		cfg     Config
 		vip     VIP
 		initial Backend
@@ -218,14 +225,30 @@ func TestAPISetBackendsRejected(t *testing.T) {
 			set: []Backend{be("fd00:4::2"), be("10.4.0.2")}, names: []string{"10.4.0.2", "IPv6 VIP"},
 		},
 		{
-			name: "an unspecified zero address", cfg: testConfig(), vip: v4, initial: be("10.4.0.1"),
+			name: "a zero address", cfg: testConfig(), vip: v4, initial: be("10.4.0.1"),
 			set: []Backend{{Weight: 1}}, names: []string{"address"},
+		},
+		{
+			name: "the unspecified IPv4 address", cfg: testConfig(), vip: v4, initial: be("10.4.0.1"),
+			set: []Backend{be("10.4.0.2"), be("0.0.0.0")}, names: []string{"0.0.0.0", "address"},
+		},
+		{
+			name: "the unspecified IPv6 address", cfg: testConfig(), vip: v6, initial: be("fd00:4::1"),
+			set: []Backend{be("::")}, names: []string{"::", "address"},
+		},
+		{
+			name: "more backends up than ring slots", ring: 251, cfg: testConfig(), vip: v4, initial: be("10.4.0.1"),
+			set: tooMany, names: []string{"252", "251"},
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			testenv.RequirePriv(t)
-			l, err := Load(Options{RingSize: connRingSize}, c.cfg)
+			ring := c.ring
+			if ring == 0 {
+				ring = connRingSize
+			}
+			l, err := Load(Options{RingSize: ring}, c.cfg)
 			if err != nil {
 				t.Fatalf("load: %v", err)
 			}
@@ -235,7 +258,7 @@ func TestAPISetBackendsRejected(t *testing.T) {
 			apiExpectErr(t, l.SetBackends(c.vip, c.set), ErrInvalid, c.names...)
 			got, err := l.Backends(c.vip)
 			if err != nil || !slices.Equal(got, []Backend{c.initial}) {
-				t.Errorf("backends after the rejected set: %v, %v; want [%v]", got, err, c.initial)
+				t.Errorf("backends after the rejected set: %d, first %v, %v; want [%v]", len(got), got[:min(len(got), 3)], err, c.initial)
 			}
 			client := apiClient4
 			if c.vip.Addr.Is6() {
@@ -334,13 +357,16 @@ func TestAPIRemoveVIP(t *testing.T) {
 		name    string
 		in      []byte
 		verdict pkttest.Verdict
-		want    []byte // nil: unchanged (XDP_PASS) or not checked (GUE, see conn tests)
+		want    []byte // nil: unchanged (XDP_PASS) or not checked (XDP_DROP)
 		stats   map[string]uint64
 	}
 	answered := probe{"echo request", pkttest.ICMPEcho(ping, 9, 1), pkttest.XDPTX, pkttest.ICMPEchoReply(pong, 9, 1), connStatsOf("tx", "icmp_echo_reply")}
 	ignored := probe{"echo request", pkttest.ICMPEcho(ping, 9, 1), pkttest.XDPPass, nil, connStatsOf("pass", "pass_not_vip")}
 	balanced := func(port uint16) probe {
-		return probe{fmt.Sprintf("SYN to port %d", port), tcpTo(port), pkttest.XDPTX, nil, connBalanced("conn_miss", "conn_miss_syn")}
+		vip := netip.AddrPortFrom(apiVIP4, port)
+		in := tcpTo(port)
+		want := connGUE(in, connFlow(client, vip), netip.MustParseAddr("10.4.0.1"), connFlowHash(client, vip, l.Config().Seed))
+		return probe{fmt.Sprintf("SYN to port %d", port), in, pkttest.XDPTX, want, connBalanced("conn_miss", "conn_miss_syn")}
 	}
 	passed := func(port uint16) probe {
 		return probe{fmt.Sprintf("SYN to port %d", port), tcpTo(port), pkttest.XDPPass, nil, connStatsOf("pass", "pass_not_vip")}
@@ -374,6 +400,7 @@ func TestAPIRemoveVIP(t *testing.T) {
 			switch {
 			case p.want != nil:
 				pkttest.Expect(t, p.want, res.Out)
+				pkttest.VerifyChecksums(t, res.Packet)
 			case p.verdict == pkttest.XDPPass:
 				pkttest.Expect(t, orig, res.Out)
 			}

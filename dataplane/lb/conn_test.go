@@ -782,3 +782,58 @@ func TestConnSourceHash(t *testing.T) {
 		})
 	}
 }
+
+func TestConnVIPReAdded(t *testing.T) {
+	// A VIP removed and added again gets the same id, and its new backends
+	// the ids of the old ones: the entries left by the first incarnation
+	// must be recognised as stale, not followed to whoever holds those ids.
+	fam := connFamilies[0]
+	l := newLB(t, Options{RingSize: connRingSize})
+	testenv.LockAnyCPU(t)
+	seed := l.Config().Seed
+	v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
+	before := fam.backends(2)
+	after := []Backend{{Addr: fam.backend(50), Weight: 1}, {Addr: fam.backend(51), Weight: 1}}
+	addVIP(t, l, v, VIPOptions{}, before...)
+	oldID := l.vips[v].id
+	oldReals := map[uint32]bool{}
+	for _, r := range l.vips[v].backends {
+		oldReals[r.id] = true
+	}
+	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
+	ringBefore := connRingOf(t, before, l.Options().RingSize, seed)
+	ringAfter := connRingOf(t, after, l.Options().RingSize, seed)
+
+	clients := make([]netip.AddrPort, 6)
+	for i := range clients {
+		clients[i] = netip.AddrPortFrom(fam.client, uint16(45000+i))
+	}
+	send := func(step string, client netip.AddrPort, flags pkttest.TCPFlags, want netip.Addr, conn ...string) {
+		t.Helper()
+		f := connFlow(client, vipAP)
+		in := pkttest.TCP(f, flags)
+		res, d := connRun(t, l, in)
+		connExpectGUE(t, step, res, in, f, want, connFlowHash(client, vipAP, seed))
+		connCheckDeltas(t, step, d, connBalanced(conn...))
+	}
+	for _, c := range clients {
+		send("SYN of "+c.String(), c, pkttest.SYN, ringBefore.pick(connFlowHash(c, vipAP, seed)), "conn_miss", "conn_miss_syn")
+	}
+	if err := l.RemoveVIP(v); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	addVIP(t, l, v, VIPOptions{}, after...)
+	if l.vips[v].id != oldID {
+		t.Fatalf("re-added VIP got id %d, not %d: the case tests nothing", l.vips[v].id, oldID)
+	}
+	for _, r := range l.vips[v].backends {
+		if !oldReals[r.id] {
+			t.Fatalf("new backend %v got id %d, not one of the old ids %v: the case tests nothing", r.backend.Addr, r.id, oldReals)
+		}
+	}
+	for _, c := range clients {
+		want := ringAfter.pick(connFlowHash(c, vipAP, seed))
+		send("ACK of "+c.String(), c, pkttest.ACK, want, "conn_stale", "conn_miss", "conn_miss_non_syn")
+		send("second ACK of "+c.String(), c, pkttest.ACK, want, "conn_hit")
+	}
+}

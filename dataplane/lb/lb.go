@@ -11,6 +11,7 @@ package lb
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -74,6 +75,14 @@ func (o Options) validate() error {
 	}
 	if o.ConnTableSize < 16 {
 		return fmt.Errorf("connection table size %d: %w: at least 16", o.ConnTableSize, ErrInvalid)
+	}
+	// Load sizes maps with 2·MaxVIPs and MaxBackends+1 entries, which
+	// must not wrap around.
+	if o.MaxVIPs > math.MaxUint32/2 {
+		return fmt.Errorf("max vips %d: %w: at most %d", o.MaxVIPs, ErrInvalid, uint32(math.MaxUint32/2))
+	}
+	if o.MaxBackends > math.MaxUint32-1 {
+		return fmt.Errorf("max backends %d: %w: at most %d", o.MaxBackends, ErrInvalid, uint32(math.MaxUint32-1))
 	}
 	return nil
 }

@@ -92,6 +92,7 @@ func malRandomBases(t *testing.T) [][]byte {
 		icmpErr(malVIP6),
 		tagged,
 		malTPID(tagged, 0x88a8),
+		malPushTag(tagged, 0x88a8, 200),
 		malOpts4(pkttest.TCP(f(malVIP4, malTCPPort, malDF), pkttest.SYN), []byte{148, 4, 0, 0, 1, 1, 1, 0}),
 		pkttest.UDP(f(malVIP4, malUDPPort, malDF, malPayload(1550))),
 		pkttest.UDP(f(malVIP4, malUDPPort, malPayload(1550))),
@@ -320,6 +321,18 @@ func malCheckRandomOutput(v pkttest.Verdict, in, out []byte) string {
 		// Anything else is a reply (echo or too big) to the sender.
 		if !bytes.Equal(out[:6], in[6:12]) || !bytes.Equal(out[6:12], in[:6]) {
 			return "XDP_TX of a reply whose MAC addresses are not the input's swapped"
+		}
+		// A too-big message is written from scratch, so its checksums must
+		// hold whatever the input was. An echo reply's are updated from the
+		// input's and stay as wrong as a mutated input made them.
+		pkt := pkttest.Decode(out)
+		ic4, _ := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+		ic6, _ := pkt.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+		if (ic4 != nil && ic4.TypeCode.Type() == layers.ICMPv4TypeDestinationUnreachable) ||
+			(ic6 != nil && ic6.TypeCode.Type() == layers.ICMPv6TypePacketTooBig) {
+			if errs := pkttest.Checksums(pkt); len(errs) > 0 {
+				return fmt.Sprintf("too-big reply with wrong checksums: %v", errs)
+			}
 		}
 	default:
 		return fmt.Sprintf("verdict %v", v)

@@ -248,6 +248,10 @@ func checkBackend(cfg Config, v VIP, b Backend) error {
 	switch {
 	case !b.Addr.IsValid() || b.Addr.Is4In6() || b.Addr.Zone() != "":
 		return fmt.Errorf("%w: a plain IPv4 or IPv6 address", ErrInvalid)
+	case b.Addr.IsUnspecified():
+		// maglev.New refuses it too, but only after SetBackends has
+		// started changing state.
+		return fmt.Errorf("%w: a specified address, not %v", ErrInvalid, b.Addr)
 	case v.Addr.Is6() && b.Addr.Is4():
 		return fmt.Errorf("%w: an IPv6 VIP needs IPv6 backends (IPv6 cannot be carried in IPv4 here)", ErrInvalid)
 	case b.Weight == 0:
@@ -274,7 +278,7 @@ func (l *LB) SetBackends(v VIP, backends []Backend) error {
 		return fmt.Errorf("set backends of vip %v: %w", v, ErrNotFound)
 	}
 	want := make(map[netip.Addr]Backend, len(backends))
-	added := 0
+	added, up := 0, 0
 	for _, b := range backends {
 		if err := checkBackend(l.cfg, v, b); err != nil {
 			return fmt.Errorf("set backends of vip %v: backend %v: %w", v, b.Addr, err)
@@ -286,6 +290,14 @@ func (l *LB) SetBackends(v VIP, backends []Backend) error {
 		if _, ok := s.backends[b.Addr]; !ok {
 			added++
 		}
+		if !b.Down {
+			up++
+		}
+	}
+	// A Maglev table gives every up backend a slot; checked here because
+	// publishRing runs after the state has changed.
+	if up > int(l.opts.RingSize) {
+		return fmt.Errorf("set backends of vip %v: %w: %d backends up, more than the %d ring slots", v, ErrInvalid, up, l.opts.RingSize)
 	}
 	if added > l.realIDs.free() {
 		return fmt.Errorf("set backends of vip %v: %w: at most %d backends in all", v, ErrFull, l.opts.MaxBackends)

@@ -74,15 +74,19 @@ func (o Options) withDefaults() (Options, error) {
 // Result is what a run saw. Run fills it as far as it got, even when it
 // returns an error.
 type Result struct {
+	// Prefix is the topology's run prefix, the start of its namespaces'
+	// names.
 	Prefix string
-	Mode   lb.Mode
+	// Mode is how the LB program was attached.
+	Mode lb.Mode
 	// Links describe the topology, one line per veth link.
-	Links   []string
-	VIP     netip.Addr
-	Client  netip.Addr
-	LB      netip.Addr
-	SentUDP int
-	SentTCP int
+	Links []string
+	// VIP, Client and LB are the VIP address, the client's address and
+	// the LB node's address (the outer source of GUE).
+	VIP, Client, LB netip.Addr
+	// SentUDP and SentTCP are the datagrams and connection attempts the
+	// client made, each a flow of its own.
+	SentUDP, SentTCP int
 	// Backends are in the order of their names.
 	Backends []BackendResult
 	// Counters are the LB program's counters after the traffic, before
@@ -94,8 +98,11 @@ type Result struct {
 
 // BackendResult is what one backend received.
 type BackendResult struct {
-	Name   string
-	Addr   netip.Addr
+	// Name is the backend's node name.
+	Name string
+	// Addr is its address, the GUE destination.
+	Addr netip.Addr
+	// Weight is its weight in both VIPs.
 	Weight uint32
 	// Packets are the GUE datagrams its socket received.
 	Packets int
@@ -112,8 +119,11 @@ type BackendResult struct {
 
 // Check is one verdict of the run.
 type Check struct {
-	Name   string
-	OK     bool
+	// Name says what is checked, as a statement that should hold.
+	Name string
+	// OK is whether it held.
+	OK bool
+	// Detail gives the numbers, and the first offenders when it failed.
 	Detail string
 }
 
@@ -171,8 +181,8 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	for _, l := range nw.links {
 		res.Links = append(res.Links, describe(l))
 	}
-	p.step("topology %s: client, router, lb, %d backends, %d veth links (ip netns list | grep %s)",
-		t.Prefix(), len(nw.backends), len(nw.links), t.Prefix())
+	p.step("topology %s: namespaces client, router, lb and backend1-%d, %d veth links",
+		t.Prefix(), len(nw.backends), len(nw.links))
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
@@ -215,7 +225,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	}
 	counters, err := bal.lb.Counters()
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("read lb counters: %w", err)
 	}
 	res.Counters = counters.Stats
 	if err := res.analyse(nw, bal.lb, &sent, packets); err != nil {
@@ -267,10 +277,10 @@ func startLB(n *network, mode lb.Mode) (_ *balancer, err error) {
 	}
 	for _, v := range vips() {
 		if err := l.AddVIP(v, lb.VIPOptions{}); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("add vip %v: %w", v, err)
 		}
 		if err := l.SetBackends(v, backends); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("set backends of vip %v: %w", v, err)
 		}
 	}
 	if mode == lb.Native {

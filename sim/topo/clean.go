@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // nsNameRE is a namespace name a Topology makes: run prefix, dash, node.
@@ -16,7 +17,9 @@ var nsNameRE = regexp.MustCompile(`^(sl[0-9a-f]{6})-[a-z0-9][a-z0-9-]*$`)
 
 // Busy is a namespace Clean left alone because live processes hold it.
 type Busy struct {
+	// Name is the namespace's name under NetnsDir.
 	Name string
+	// PIDs are the processes with a thread inside it or a descriptor to it.
 	PIDs []int
 }
 
@@ -58,16 +61,29 @@ func clean(match func(string) bool) (Cleaned, error) {
 	if err != nil {
 		return res, fmt.Errorf("clean: list %s: %w", NetnsDir, err)
 	}
+	nsfs, ok := statNs("/proc/self/ns/net")
+	if !ok {
+		return res, errors.New("clean: cannot stat /proc/self/ns/net")
+	}
 	inodes := map[nsID]string{}
 	var names []string
 	for _, e := range entries {
 		if !match(e.Name()) {
 			continue
 		}
-		names = append(names, e.Name())
-		if id, ok := statNs(filepath.Join(NetnsDir, e.Name())); ok {
-			inodes[id] = e.Name()
+		path := filepath.Join(NetnsDir, e.Name())
+		id, ok := statNs(path)
+		if !ok {
+			continue // gone meanwhile
 		}
+		if id.dev != nsfs.dev && recent(path) {
+			// Not mounted yet: another run may be creating it right
+			// now (file first, bind mount second). Only an old one is
+			// a leftover.
+			continue
+		}
+		names = append(names, e.Name())
+		inodes[id] = e.Name()
 	}
 	if len(names) == 0 {
 		return res, nil
@@ -86,6 +102,12 @@ func clean(match func(string) bool) (Cleaned, error) {
 		res.Removed = append(res.Removed, name)
 	}
 	return res, errors.Join(errs...)
+}
+
+// recent reports whether path was modified within the last minute.
+func recent(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && time.Since(fi.ModTime()) < time.Minute
 }
 
 // nsID identifies a namespace: the device and inode of its nsfs file.

@@ -15,6 +15,7 @@ import (
 
 // LinkEnd describes one end of a veth link to create.
 type LinkEnd struct {
+	// Node is where this end lives; required.
 	Node *Node
 	// Iface names the interface inside Node. Default: the other end's
 	// node name, so that `ip -n <ns> addr` reads as "the link to router".
@@ -29,14 +30,18 @@ type LinkEnd struct {
 	Addrs []netip.Prefix
 }
 
-// Endpoint is one end of a created link.
+// Endpoint is one end of a created link, defaults filled in.
 type Endpoint struct {
-	Node  *Node
+	// Node is the node the interface is in.
+	Node *Node
+	// Iface is the interface's name inside Node.
 	Iface string
 	// Index is the interface index inside Node's namespace; it means
 	// nothing elsewhere.
 	Index int
-	MAC   net.HardwareAddr
+	// MAC is the interface's address, given or generated.
+	MAC net.HardwareAddr
+	// Addrs are the interface's addresses as given.
 	Addrs []netip.Prefix
 }
 
@@ -62,9 +67,12 @@ func (e Endpoint) Addr6() netip.Addr {
 
 // Link is a veth pair between two nodes.
 type Link struct {
+	// A and B are the ends, in the order AddLink was given them.
 	A, B Endpoint
 }
 
+// String names the link by its ends, "client/router <-> router/client",
+// for error messages and logs.
 func (l *Link) String() string {
 	return fmt.Sprintf("%s/%s <-> %s/%s", l.A.Node.name, l.A.Iface, l.B.Node.name, l.B.Iface)
 }

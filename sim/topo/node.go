@@ -25,6 +25,9 @@ type Node struct {
 	netns string
 	ns    netns.NsHandle
 	nl    *netlink.Handle
+	// mounted is set once the namespace's name is ours to delete: after a
+	// failed creation the name may belong to someone else.
+	mounted bool
 
 	mu    sync.Mutex
 	links []link.Link // XDP programs attached by the node, detached on close
@@ -46,11 +49,16 @@ func (n *Node) Netlink() *netlink.Handle { return n.nl }
 // with the stack of the goroutine that ran fn, which the re-panic in the
 // caller's goroutine would otherwise lose.
 type PanicError struct {
-	Node  string
+	// Node is the namespace fn ran in.
+	Node string
+	// Value is what fn panicked with.
 	Value any
+	// Stack is the stack of fn's goroutine at the panic.
 	Stack []byte
 }
 
+// Error includes the stack, because an uncaught panic prints only this
+// text and the stack of the goroutine that re-panicked.
 func (p *PanicError) Error() string {
 	return fmt.Sprintf("panic in netns %s: %v\n\n%s", p.Node, p.Value, p.Stack)
 }
@@ -210,11 +218,15 @@ func (n *Node) EnableForwarding() error {
 // Route is a static route. Dev may be empty when Via is set; then the
 // kernel picks the interface whose subnet holds Via.
 type Route struct {
+	// Dst is the destination prefix; 0.0.0.0/0 or ::/0 for a default route.
 	Dst netip.Prefix
+	// Via is the gateway, of Dst's family; zero for an on-link route.
 	Via netip.Addr
+	// Dev is the outgoing interface's name in the node.
 	Dev string
 }
 
+// String reads like ip-route(8): "0.0.0.0/0 via 10.0.0.1 dev eth0".
 func (r Route) String() string {
 	s := r.Dst.String()
 	if r.Via.IsValid() {
@@ -335,8 +347,12 @@ func (n *Node) close() error {
 		}
 		n.ns = netns.None()
 	}
+	mounted := n.mounted
+	n.mounted = false
 	n.mu.Unlock()
-	errs = append(errs, deleteNetns(n.netns))
+	if mounted {
+		errs = append(errs, deleteNetns(n.netns))
+	}
 	return errors.Join(errs...)
 }
 

@@ -132,6 +132,7 @@ func (t *Topology) AddNode(name string) (n *Node, err error) {
 	if n.ns, err = createNetns(n.netns); err != nil {
 		return nil, fmt.Errorf("add node %s: %w", name, err)
 	}
+	n.mounted = true
 	// A handle bound to the namespace runs netlink requests there from
 	// any thread, so link and route setup need no thread switching.
 	if n.nl, err = netlink.NewHandleAt(n.ns); err != nil {
@@ -168,7 +169,8 @@ var nodeSysctls = [][2]string{
 
 // Close deletes every namespace of the topology, and with them their
 // links and the programs attached there. It tries all of them even when
-// one fails, and later calls return the first call's result.
+// one fails, and later calls return the first call's result. No Node.Do
+// may be running or start during Close.
 func (t *Topology) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -504,8 +504,11 @@ func TestAttachXDPPassReceivesXDPTx(t *testing.T) {
 			if err := l.PinNeighbors(); err != nil {
 				t.Fatal(err)
 			}
-			// GRO would also make veth deliver XDP_TX frames; make sure
-			// only the program can.
+			// GRO would also make veth deliver XDP_TX frames; turn it off
+			// so that only the program can (ETHTOOL_SGRO).
+			if err := b.Do(func() error { return ethtool(l.B.Iface, &ethtoolValue{cmd: 0x2c, data: 0}) }); err != nil {
+				t.Fatal(err)
+			}
 			bounce := bounceProgram(t)
 			err := a.Do(func() error {
 				lk, err := link.AttachXDP(link.XDPOptions{Program: bounce, Interface: l.A.Index, Flags: link.XDPDriverMode})

@@ -1,0 +1,276 @@
+// Command sluice is Sluice's command-line tool. This file only wires
+// command lines to the packages that do the work:
+//
+//	sluice quickstart [-mode native|generic]   the demonstration (sim/quickstart)
+//	sluice sim clean                            delete namespaces of killed runs (sim/topo)
+//	sluice bench [-out DIR] [-mode ...]         benchmarks (bench)
+//
+// Exit status: 0 on success, 1 when the command ran and failed, 2 for a
+// bad command line.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/sluice-dp/sluice/bench"
+	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/sim/quickstart"
+	"github.com/sluice-dp/sluice/sim/topo"
+)
+
+func main() {
+	ctx, stop := interruptible()
+	status := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(status)
+}
+
+// interruptible returns a context cancelled by the first SIGINT, SIGTERM
+// or SIGHUP, so that commands can delete their namespaces before exiting.
+// After that first signal the default handling is restored: a second
+// Ctrl-C ends the process at once, for when cleaning up itself hangs
+// (`sluice sim clean` removes what is left).
+func interruptible() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
+}
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+const usage = `Usage: sluice <command> [flags]
+
+Commands:
+  quickstart   build a throwaway namespace topology, run the XDP load balancer
+               on it with real traffic and check where every packet went
+  sim clean    delete the namespaces that killed simulator runs left behind
+  bench        measure the load balancer's per-packet cost (results as JSON,
+               Markdown and charts)
+
+Run 'sluice <command> -h' for a command's flags.
+`
+
+// run executes one command line and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "quickstart":
+		return runQuickstart(ctx, args[1:], stdout, stderr)
+	case "sim":
+		return runSim(args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// flags makes a command's flag set. Its usage text goes to stderr, with
+// the error for a bad flag, or alone for -h.
+func flags(name, synopsis, about string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s\n\n%s\n", synopsis, about)
+		var hasFlags bool
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintf(fs.Output(), "\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parse parses args and reports the exit status to return now, if any:
+// -h (usage already printed by flag) succeeds, a bad flag or a stray
+// argument is a usage error.
+func parse(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, true
+		}
+		return exitUsage, true // flag has printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		fs.Usage()
+		return exitUsage, true
+	}
+	return 0, false
+}
+
+// modeFlag is an XDP attach mode given as native or generic.
+type modeFlag struct{ mode lb.Mode }
+
+func (m *modeFlag) String() string { return m.mode.String() }
+
+func (m *modeFlag) Set(s string) error {
+	switch s {
+	case "native":
+		m.mode = lb.Native
+	case "generic":
+		m.mode = lb.Generic
+	default:
+		return fmt.Errorf("want native or generic")
+	}
+	return nil
+}
+
+func runQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("sluice quickstart", "sluice quickstart [-mode native|generic]",
+		`Builds a throwaway topology of network namespaces (client, router, an LB
+node, three backends), loads Sluice's XDP load balancer on the LB node, sends
+300 UDP datagrams and 100 TCP SYNs from the client to the VIP 192.0.2.10, and
+checks that every packet reached exactly one backend, the one the balancer
+names. Needs root. Every namespace is deleted on exit, also on Ctrl-C.`, stderr)
+	mode := &modeFlag{mode: lb.Native}
+	fs.Var(mode, "mode", "XDP attach `mode` of the load balancer: native (default) or generic")
+	if status, done := parse(fs, args); done {
+		return status
+	}
+
+	fmt.Fprintf(stdout, "sluice quickstart: the XDP load balancer between real namespaces (%v mode)\n\n", mode.mode)
+	res, err := quickstart.Run(ctx, quickstart.Options{Mode: mode.mode, Progress: stdout})
+	if res != nil && len(res.Checks) > 0 {
+		if werr := res.WriteReport(stdout); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		msg := "interrupted, namespaces deleted"
+		if err != context.Canceled { // cleanup failed too
+			msg = fmt.Sprintf("interrupted: %v", err)
+		}
+		fmt.Fprintf(stderr, "sluice quickstart: %s\n", msg)
+		return exitFail
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice quickstart: %v\n", err)
+		return exitFail
+	}
+	if failed := res.Failed(); len(failed) > 0 {
+		names := make([]string, len(failed))
+		for i, c := range failed {
+			names[i] = c.Name
+		}
+		fmt.Fprintf(stderr, "sluice quickstart: %d of %d checks failed: %s\n", len(failed), len(res.Checks), strings.Join(names, "; "))
+		return exitFail
+	}
+	return exitOK
+}
+
+func runSim(args []string, stdout, stderr io.Writer) int {
+	const simUsage = `Usage: sluice sim <command>
+
+Commands:
+  clean   delete the network namespaces that simulator runs killed before
+          their cleanup left behind (names "sl<6 hex digits>-<node>");
+          namespaces of runs still going are kept
+`
+	if len(args) == 0 {
+		fmt.Fprint(stderr, simUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "clean":
+		return runSimClean(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, simUsage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "sluice sim: unknown command %q\n\n%s", args[0], simUsage)
+	return exitUsage
+}
+
+func runSimClean(args []string, stdout, stderr io.Writer) int {
+	fs := flags("sluice sim clean", "sluice sim clean",
+		`Deletes every network namespace named like a simulator topology's that no
+running process holds, and prints each one. Needs root.`, stderr)
+	if status, done := parse(fs, args); done {
+		return status
+	}
+	res, err := topo.CleanAll()
+	for _, name := range res.Removed {
+		fmt.Fprintf(stdout, "removed netns %s\n", name)
+	}
+	for _, b := range res.Busy {
+		fmt.Fprintf(stdout, "kept netns %s: in use by pid %v\n", b.Name, b.PIDs)
+	}
+	if len(res.Removed) == 0 && len(res.Busy) == 0 && err == nil {
+		fmt.Fprintln(stdout, "nothing to clean")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice sim clean: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("sluice bench", "sluice bench [-out DIR] [-mode native|generic] [-samples N] [-repeat N]",
+		`Measures the load balancer's per-packet cost against an empty program in
+the same run (BPF_PROG_RUN with live frames on a veth), and writes the report
+as JSON, a Markdown table and charts. Needs root.`, stderr)
+	out := fs.String("out", bench.DefaultDir, "directory for the results")
+	mode := &modeFlag{mode: lb.Native}
+	fs.Var(mode, "mode", "XDP `mode` of the veth end that receives transmitted frames: native (default) or generic")
+	samples := fs.Int("samples", 0, "timed batches per program (default 0: the bench package's)")
+	repeat := fs.Uint("repeat", 0, "frames per timed batch (default 0: the bench package's)")
+	if status, done := parse(fs, args); done {
+		return status
+	}
+	if *repeat > math.MaxUint32 || *samples < 0 {
+		fmt.Fprintf(stderr, "sluice bench: -repeat %d or -samples %d out of range\n", *repeat, *samples)
+		return exitUsage
+	}
+	benchMode := bench.Native
+	if mode.mode == lb.Generic {
+		benchMode = bench.Generic
+	}
+
+	// Labs of benchmark runs that were killed would otherwise pile up.
+	stale, err := bench.CleanupStale()
+	for _, name := range stale {
+		fmt.Fprintf(stdout, "removed stale netns %s\n", name)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
+		return exitFail
+	}
+	cases, resources, err := bench.LBCases(benchMode)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
+		return exitFail
+	}
+	defer resources.Close()
+	_, err = bench.Run(ctx, cases, *out, stdout, bench.Options{Samples: *samples, Repeat: uint32(*repeat)})
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}

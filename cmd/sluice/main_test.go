@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/sluice-dp/sluice/internal/testenv"
+)
+
+func TestCommandLine(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		args   []string
+		status int
+		// stderr and stdout must contain these.
+		stderr, stdout string
+	}{
+		{name: "no command", args: nil, status: exitUsage, stderr: "Usage: sluice <command>"},
+		{name: "unknown command", args: []string{"frobnicate"}, status: exitUsage, stderr: `unknown command "frobnicate"`},
+		{name: "help", args: []string{"help"}, status: exitOK, stdout: "sim clean"},
+		{name: "quickstart bad mode", args: []string{"quickstart", "-mode", "turbo"}, status: exitUsage, stderr: "want native or generic"},
+		{name: "quickstart unknown flag", args: []string{"quickstart", "-json"}, status: exitUsage, stderr: "flag provided but not defined: -json"},
+		{name: "quickstart stray argument", args: []string{"quickstart", "now"}, status: exitUsage, stderr: `unexpected argument "now"`},
+		{name: "quickstart -h", args: []string{"quickstart", "-h"}, status: exitOK, stderr: "Usage: sluice quickstart [-mode native|generic]"},
+		{name: "sim without command", args: []string{"sim"}, status: exitUsage, stderr: "Usage: sluice sim <command>"},
+		{name: "sim unknown command", args: []string{"sim", "run"}, status: exitUsage, stderr: `unknown command "run"`},
+		{name: "sim clean stray argument", args: []string{"sim", "clean", "all"}, status: exitUsage, stderr: `unexpected argument "all"`},
+		{name: "bench bad mode", args: []string{"bench", "-mode", "fast"}, status: exitUsage, stderr: "want native or generic"},
+		{name: "bench negative samples", args: []string{"bench", "-samples", "-1"}, status: exitUsage, stderr: "out of range"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			got := run(context.Background(), c.args, &stdout, &stderr)
+			if got != c.status {
+				t.Errorf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", got, c.status, &stdout, &stderr)
+			}
+			if !strings.Contains(stderr.String(), c.stderr) {
+				t.Errorf("stderr does not contain %q:\n%s", c.stderr, &stderr)
+			}
+			if !strings.Contains(stdout.String(), c.stdout) {
+				t.Errorf("stdout does not contain %q:\n%s", c.stdout, &stdout)
+			}
+		})
+	}
+}
+
+func TestQuickstartCommand(t *testing.T) {
+	testenv.RequirePriv(t)
+	var stdout, stderr bytes.Buffer
+	if got := run(context.Background(), []string{"quickstart", "-mode", "generic"}, &stdout, &stderr); got != exitOK {
+		t.Fatalf("exit status %d, want 0\nstdout:\n%s\nstderr:\n%s", got, &stdout, &stderr)
+	}
+	for _, want := range []string{"generic mode", "[7/7]", "\nPASS\n"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout does not contain %q:\n%s", want, &stdout)
+		}
+	}
+}
+
+func TestQuickstartInterrupted(t *testing.T) {
+	testenv.RequirePriv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	if got := run(ctx, []string{"quickstart"}, &stdout, &stderr); got != exitFail {
+		t.Errorf("exit status %d, want 1", got)
+	}
+	if !strings.Contains(stderr.String(), "interrupted, namespaces deleted") {
+		t.Errorf("stderr does not say it was interrupted:\n%s", &stderr)
+	}
+}
