@@ -153,6 +153,10 @@ struct pick {
 	struct real_def *real;
 	__u32 real_id;
 	__u32 hash;      /* 5-tuple hash: GUE source port, IPv6 flow label */
+	/* The client side of the flow, for IPIP outer sources: for an ICMP
+	 * error, the quoted flow's client, not the error's sender. */
+	__be32 client_low;
+	__be16 client_port;
 };
 
 static __always_inline void count(__u32 stat)
@@ -405,6 +409,8 @@ static __always_inline int choose(struct lb_config *cfg, struct pkt *p, struct v
 	int rst = is_tcp && (p->tcp_flags & TCP_FLAG_RST);
 
 	out->hash = h5;
+	out->client_low = p->src[p->family == LB_FAMILY_V4 ? 0 : 3];
+	out->client_port = p->sport;
 	if (vip->flags & LB_VIP_STATELESS) {
 		out->real = ring_pick(cfg, vip->id, hring, &out->real_id);
 		return out->real ? 0 : -1;
@@ -412,6 +418,7 @@ static __always_inline int choose(struct lb_config *cfg, struct pkt *p, struct v
 
 	__u32 cpu = bpf_get_smp_processor_id();
 	void *table = bpf_map_lookup_elem(&conns, &cpu);
+	struct flow_state *st = NULL;
 	struct flow_key key = {};
 	__u64 now = 0;
 
@@ -420,31 +427,31 @@ static __always_inline int choose(struct lb_config *cfg, struct pkt *p, struct v
 	key.sport = p->sport;
 	key.dport = p->dport;
 
-	if (table && !syn) {
-		struct flow_state *st = bpf_map_lookup_elem(table, &key);
+	if (table)
+		st = bpf_map_lookup_elem(table, &key);
+	/* A SYN ignores its entry: a new connection on a reused 5-tuple follows
+	 * the current ring. */
+	if (st && !syn) {
+		struct real_def *r = bpf_map_lookup_elem(&reals, &st->real);
 
-		if (st) {
-			struct real_def *r = bpf_map_lookup_elem(&reals, &st->real);
-
-			if (!r || !(r->flags & LB_REAL_UP) || r->gen != st->gen) {
-				count(LB_STAT_CONN_STALE);
-			} else if (p->proto == IPPROTO_UDP) {
-				now = bpf_ktime_get_coarse_ns();
-				if (now - st->atime > cfg->udp_idle_ns) {
-					count(LB_STAT_CONN_UDP_EXPIRED);
-				} else {
-					st->atime = now;
-					count(LB_STAT_CONN_HIT);
-					out->real = r;
-					out->real_id = st->real;
-					return 0;
-				}
+		if (!r || !(r->flags & LB_REAL_UP) || r->gen != st->gen) {
+			count(LB_STAT_CONN_STALE);
+		} else if (p->proto == IPPROTO_UDP) {
+			now = bpf_ktime_get_coarse_ns();
+			if (now - st->atime > cfg->udp_idle_ns) {
+				count(LB_STAT_CONN_UDP_EXPIRED);
 			} else {
+				st->atime = now;
 				count(LB_STAT_CONN_HIT);
 				out->real = r;
 				out->real_id = st->real;
 				return 0;
 			}
+		} else {
+			count(LB_STAT_CONN_HIT);
+			out->real = r;
+			out->real_id = st->real;
+			return 0;
 		}
 	}
 
@@ -454,12 +461,23 @@ static __always_inline int choose(struct lb_config *cfg, struct pkt *p, struct v
 	if (!out->real)
 		return -1;
 	if (table && insert && !rst) {
-		struct flow_state st = {
-			.real = out->real_id,
-			.gen = out->real->gen,
-			.atime = now ? now : bpf_ktime_get_coarse_ns(),
-		};
-		bpf_map_update_elem(table, &key, &st, BPF_ANY);
+		if (!now)
+			now = bpf_ktime_get_coarse_ns();
+		if (st) {
+			/* The table is this CPU's alone and XDP does not nest on a
+			 * CPU, so rewriting in place is safe, and it spares the
+			 * LRU an allocation and a free. */
+			st->real = out->real_id;
+			st->gen = out->real->gen;
+			st->atime = now;
+		} else {
+			struct flow_state fresh = {
+				.real = out->real_id,
+				.gen = out->real->gen,
+				.atime = now,
+			};
+			bpf_map_update_elem(table, &key, &fresh, BPF_ANY);
+		}
 	}
 	return 0;
 }
@@ -579,15 +597,15 @@ static __always_inline int encap(struct xdp_md *ctx, struct lb_config *cfg, stru
 	} else if (out_v4) {
 		/* Per-flow outer source inside the IPIP prefix, so that receivers
 		 * hashing only outer addresses still spread flows. */
-		__u32 host = bpf_ntohs(p->sport) ^ bpf_ntohl(p->src[p->family == LB_FAMILY_V4 ? 0 : 3]);
+		__u32 host = bpf_ntohs(pk->client_port) ^ bpf_ntohl(pk->client_low);
 		__u32 mask = cfg->ipip_v4_prefix_len >= 32 ? 0 : 0xffffffffu >> cfg->ipip_v4_prefix_len;
 
 		osrc[0] = cfg->ipip_v4_prefix | bpf_htonl(host & mask);
 	} else {
 		osrc[0] = cfg->ipip_v6_prefix[0];
 		osrc[1] = cfg->ipip_v6_prefix[1];
-		osrc[2] = p->src[p->family == LB_FAMILY_V4 ? 0 : 3];
-		osrc[3] = bpf_htonl(bpf_ntohs(p->sport));
+		osrc[2] = pk->client_low;
+		osrc[3] = bpf_htonl(bpf_ntohs(pk->client_port));
 	}
 
 	__u64 usum = 0;

@@ -325,6 +325,22 @@ var encCases = append(append([]encCase{
 		build:  encICMPErrorFrom(1, 4, encClient6),
 		hashed: &[2]netip.AddrPort{encClient6, netip.AddrPortFrom(encVIP6, 80)},
 	},
+	// Under IPIP the outer source is crafted from the quoted flow's client,
+	// so the error reaches the backend from the same address as the flow.
+	{
+		name: "icmp/v4 destination unreachable under ipip, outer source from the quoted client", vip: encTCP4,
+		opts: VIPOptions{Encap: IPIP}, backends: encBEs4,
+		in:     encIn(netip.AddrPortFrom(encRouter4, 0), encVIP4, 0, false),
+		build:  encICMPErrorFrom(3, 1, encClient4),
+		hashed: &[2]netip.AddrPort{encClient4, netip.AddrPortFrom(encVIP4, 80)},
+	},
+	{
+		name: "icmp/v6 destination unreachable under ip6ip6, outer source from the quoted client", vip: encTCP6,
+		opts: VIPOptions{Encap: IPIP}, backends: encBEs6,
+		in:     encIn(netip.AddrPortFrom(encRouter6, 0), encVIP6, 0, false),
+		build:  encICMPErrorFrom(1, 4, encClient6),
+		hashed: &[2]netip.AddrPort{encClient6, netip.AddrPortFrom(encVIP6, 80)},
+	},
 
 	// IPIP family.
 	{
