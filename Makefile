@@ -33,6 +33,8 @@ test: deps bpffs
 	SLUICE_REQUIRE_PRIV=1 go test -count=1 -timeout 30m ./...
 
 bench: deps bpffs
+	mkdir -p bench/results
+	go test -run '^$$' -bench . -benchmem ./ctl/maglev | tee bench/results/maglev.txt
 	go run ./cmd/sluice bench -out bench/results
 
 lint:

@@ -57,7 +57,7 @@ func apiSendSYN(t testing.TB, l *LB, cfg Config, client, vip netip.AddrPort, bac
 		t.Fatalf("SYN: verdict %v, want %v", res.Verdict, pkttest.XDPTX)
 	}
 	connCheckDeltas(t, "SYN", d, connBalanced("conn_miss", "conn_miss_syn"))
-	h := connFlowHash(client, vip, cfg.Seed)
+	h := modelFlowHash(client, vip, cfg.Seed)
 	src := cfg.SourceV4
 	outer := pkttest.Flow{SrcMAC: nodeMAC, DstMAC: cfg.GatewayMAC, DF: f.DF || client.Addr().Is6()}
 	if backend.Is6() {
@@ -312,10 +312,10 @@ func TestAPICapacity(t *testing.T) {
 		// Every pair is usable: the last one allocated carries traffic.
 		var to4 netip.AddrPort
 		size, seed := l.Options().RingSize, l.Config().Seed
-		ring := connRingOf(t, three[:2], size, seed)
+		ring := newModelRing(t, three[:2], size, seed)
 		for p := 1024; ; p++ {
 			c := netip.AddrPortFrom(apiClient4.Addr(), uint16(p))
-			if ring.pick(connFlowHash(c, netip.AddrPortFrom(b.Addr, b.Port), seed)) == three[1].Addr {
+			if ring.pick(modelFlowHash(c, netip.AddrPortFrom(b.Addr, b.Port), seed)) == three[1].Addr {
 				to4 = c
 				break
 			}
@@ -365,7 +365,7 @@ func TestAPIRemoveVIP(t *testing.T) {
 	balanced := func(port uint16) probe {
 		vip := netip.AddrPortFrom(apiVIP4, port)
 		in := tcpTo(port)
-		want := connGUE(in, connFlow(client, vip), netip.MustParseAddr("10.4.0.1"), connFlowHash(client, vip, l.Config().Seed))
+		want := connGUE(in, connFlow(client, vip), netip.MustParseAddr("10.4.0.1"), modelFlowHash(client, vip, l.Config().Seed))
 		return probe{fmt.Sprintf("SYN to port %d", port), in, pkttest.XDPTX, want, connBalanced("conn_miss", "conn_miss_syn")}
 	}
 	passed := func(port uint16) probe {
@@ -417,7 +417,7 @@ func TestAPISeedRehash(t *testing.T) {
 	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 	size := l.Options().RingSize
 	oldSeed, newSeed := l.Config().Seed, uint64(0xfeedface01)
-	oldRing, newRing := connRingOf(t, bs, size, oldSeed), connRingOf(t, bs, size, newSeed)
+	oldRing, newRing := newModelRing(t, bs, size, oldSeed), newModelRing(t, bs, size, newSeed)
 
 	const flows = 300
 	client := func(i int) netip.AddrPort { return netip.AddrPortFrom(apiClient4.Addr(), uint16(10000+i)) }
@@ -430,7 +430,7 @@ func TestAPISeedRehash(t *testing.T) {
 		return got
 	}
 	for i := range flows {
-		if got, want := lookup(i), oldRing.pick(connFlowHash(client(i), vipAP, oldSeed)); got != want {
+		if got, want := lookup(i), oldRing.pick(modelFlowHash(client(i), vipAP, oldSeed)); got != want {
 			t.Errorf("seed %#x: %v goes to %v, want %v", oldSeed, client(i), got, want)
 		}
 	}
@@ -441,8 +441,8 @@ func TestAPISeedRehash(t *testing.T) {
 	}
 	moved := 0
 	for i := range flows {
-		was := oldRing.pick(connFlowHash(client(i), vipAP, oldSeed))
-		want := newRing.pick(connFlowHash(client(i), vipAP, newSeed))
+		was := oldRing.pick(modelFlowHash(client(i), vipAP, oldSeed))
+		want := newRing.pick(modelFlowHash(client(i), vipAP, newSeed))
 		if want != was {
 			moved++
 		}
@@ -466,7 +466,7 @@ func TestAPITrafficCounters(t *testing.T) {
 	addVIP(t, l, other, VIPOptions{}, be("10.4.0.9"))
 	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 	seed := l.Config().Seed
-	ring := connRingOf(t, bs, l.Options().RingSize, seed)
+	ring := newModelRing(t, bs, l.Options().RingSize, seed)
 
 	read := func() Counters {
 		t.Helper()
@@ -495,7 +495,7 @@ func TestAPITrafficCounters(t *testing.T) {
 			total.Packets++
 			total.Bytes += b
 			if to == vipAP {
-				dst := ring.pick(connFlowHash(client, to, seed))
+				dst := ring.pick(modelFlowHash(client, to, seed))
 				per[dst] = Traffic{per[dst].Packets + 1, per[dst].Bytes + b}
 			}
 		}
@@ -570,7 +570,7 @@ func TestAPILookup(t *testing.T) {
 		}
 		addVIP(t, l, v, VIPOptions{}, bs...)
 		seed := l.Config().Seed
-		ring := connRingOf(t, bs, l.Options().RingSize, seed)
+		ring := newModelRing(t, bs, l.Options().RingSize, seed)
 		vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 
 		const flows = 6000
@@ -581,7 +581,7 @@ func TestAPILookup(t *testing.T) {
 			if err != nil {
 				t.Fatalf("lookup %v: %v", client, err)
 			}
-			if want := ring.pick(connFlowHash(client, vipAP, seed)); got != want {
+			if want := ring.pick(modelFlowHash(client, vipAP, seed)); got != want {
 				t.Errorf("lookup %v: %v, want %v", client, got, want)
 			}
 			counts[got]++

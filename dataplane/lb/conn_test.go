@@ -9,8 +9,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/sluice-dp/sluice/ctl/jhash"
-	"github.com/sluice-dp/sluice/ctl/maglev"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -69,51 +67,6 @@ func connFlow(client, vip netip.AddrPort) pkttest.Flow {
 	return pkttest.Flow{SrcMAC: clientMAC, DstMAC: nodeMAC, Src: client, Dst: vip, DF: client.Addr().Is4()}
 }
 
-// connWords lays an address out as the hash input words: big-endian 32-bit
-// words of the address, one for IPv4 and four for IPv6.
-func connWords(a netip.Addr) []uint32 {
-	b := a.AsSlice()
-	w := make([]uint32, len(b)/4)
-	for i := range w {
-		w[i] = binary.BigEndian.Uint32(b[4*i:])
-	}
-	return w
-}
-
-// connFlowHash is the 5-tuple hash of a client→VIP flow (DESIGN §4 and the
-// wire format in lb.bpf.c), computed with the Go lookup3.
-func connFlowHash(client, vip netip.AddrPort, seed uint64) uint32 {
-	w := append(connWords(client.Addr()), connWords(vip.Addr())...)
-	w = append(w, uint32(client.Port())<<16|uint32(vip.Port()))
-	return jhash.Words(w, uint32(seed))
-}
-
-// connSrcHash is the client-affinity hash of source-hash VIPs.
-func connSrcHash(client netip.Addr, seed uint64) uint32 {
-	return jhash.Words(connWords(client), uint32(seed))
-}
-
-// connRing is the Go model of a VIP's Maglev ring: the backends that are up,
-// in a table built by ctl/maglev with the VIP's size and seed.
-type connRing struct{ tab *maglev.Table }
-
-func connRingOf(t testing.TB, backends []Backend, size uint32, seed uint64) connRing {
-	t.Helper()
-	var up []maglev.Backend
-	for _, b := range backends {
-		if !b.Down {
-			up = append(up, maglev.Backend{Addr: b.Addr, Weight: b.Weight})
-		}
-	}
-	tab, err := maglev.New(up, size, seed)
-	if err != nil {
-		t.Fatalf("model maglev table of %v: %v", backends, err)
-	}
-	return connRing{tab: tab}
-}
-
-func (r connRing) pick(hash uint32) netip.Addr { return r.tab.Lookup(hash).Addr }
-
 // connMovingFlow finds, from port on, a client port of client whose flow
 // the ring sends elsewhere once a few backends join base, and returns it
 // with the grown set and both choices. The first choice stays in the set, so
@@ -122,16 +75,16 @@ func (r connRing) pick(hash uint32) netip.Addr { return r.tab.Lookup(hash).Addr 
 // many additions when the slot is early in that backend's permutation.
 func connMovingFlow(t testing.TB, fam connFamily, base []Backend, client netip.AddrPort, vip netip.AddrPort, size uint32, seed uint64) (netip.AddrPort, []Backend, netip.Addr, netip.Addr) {
 	t.Helper()
-	rings := []connRing{connRingOf(t, base, size, seed)}
+	rings := []modelRing{newModelRing(t, base, size, seed)}
 	sets := [][]Backend{base}
 	for i := range 8 {
 		grown := append(append([]Backend(nil), sets[i]...), Backend{Addr: fam.backend(200 + i), Weight: 1})
 		sets = append(sets, grown)
-		rings = append(rings, connRingOf(t, grown, size, seed))
+		rings = append(rings, newModelRing(t, grown, size, seed))
 	}
 	for p := int(client.Port()); p < 65536; p++ {
 		c := netip.AddrPortFrom(client.Addr(), uint16(p))
-		h := connFlowHash(c, vip, seed)
+		h := modelFlowHash(c, vip, seed)
 		first := rings[0].pick(h)
 		for i := 1; i < len(rings); i++ {
 			if moved := rings[i].pick(h); moved != first {
@@ -350,7 +303,7 @@ func TestConnTable(t *testing.T) {
 				vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 				client, grown, first, moved := connMovingFlow(t, fam, base,
 					netip.AddrPortFrom(fam.client, uint16(41000+100*i)), vipAP, l.Options().RingSize, seed)
-				h := connFlowHash(client, vipAP, seed)
+				h := modelFlowHash(client, vipAP, seed)
 				f := connFlow(client, vipAP)
 
 				for n, s := range sc.steps {
@@ -410,7 +363,7 @@ func TestConnUDPIdle(t *testing.T) {
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 			client, grown, first, moved := connMovingFlow(t, fam, base,
 				netip.AddrPortFrom(fam.client, 33333), vipAP, l.Options().RingSize, cfg.Seed)
-			h := connFlowHash(client, vipAP, cfg.Seed)
+			h := modelFlowHash(client, vipAP, cfg.Seed)
 			f := connFlow(client, vipAP)
 			f.Payload = []byte("query")
 			in := pkttest.UDP(f)
@@ -449,7 +402,7 @@ func TestConnTableFull(t *testing.T) {
 	v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
 	bs := fam.backends(3)
 	addVIP(t, l, v, VIPOptions{}, bs...)
-	ring := connRingOf(t, bs, l.Options().RingSize, seed)
+	ring := newModelRing(t, bs, l.Options().RingSize, seed)
 	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 	client := func(i int) netip.AddrPort { return netip.AddrPortFrom(fam.client, uint16(20000+i)) }
 
@@ -458,7 +411,7 @@ func TestConnTableFull(t *testing.T) {
 		f := connFlow(client(i), vipAP)
 		in := pkttest.TCP(f, pkttest.SYN)
 		res := pkttest.Run(t, l.Program(), in)
-		h := connFlowHash(client(i), vipAP, seed)
+		h := modelFlowHash(client(i), vipAP, seed)
 		connExpectGUE(t, fmt.Sprintf("SYN of flow %d", i), res, in, f, ring.pick(h), h)
 	}
 	connCheckDeltas(t, "200 SYNs into a table of 16", connDeltas(before, connStats(t, l)), map[string]uint64{
@@ -484,7 +437,7 @@ func TestConnTableFull(t *testing.T) {
 	f := connFlow(last, vipAP)
 	in := pkttest.TCP(f, pkttest.ACK)
 	res, d := connRun(t, l, in)
-	h := connFlowHash(last, vipAP, seed)
+	h := modelFlowHash(last, vipAP, seed)
 	connExpectGUE(t, "ACK of the newest flow", res, in, f, ring.pick(h), h)
 	connCheckDeltas(t, "ACK of the newest flow", d, connBalanced("conn_hit"))
 
@@ -498,7 +451,7 @@ func TestConnTableFull(t *testing.T) {
 		f := connFlow(client(i), vipAP)
 		in := pkttest.TCP(f, pkttest.ACK)
 		res, d := connRun(t, l, in)
-		h := connFlowHash(client(i), vipAP, seed)
+		h := modelFlowHash(client(i), vipAP, seed)
 		step := fmt.Sprintf("ACK of evicted flow %d", i)
 		connExpectGUE(t, step, res, in, f, ring.pick(h), h)
 		connCheckDeltas(t, step, d, connBalanced("conn_miss", "conn_miss_non_syn"))
@@ -513,11 +466,11 @@ func TestConnTableFull(t *testing.T) {
 // that goes (gone), flows on a surviving backend that the new ring would
 // send elsewhere (moved), and flows whose ring choice does not change
 // (kept). Each kind gets n flows, so that every behaviour is exercised.
-func connRemovalFlows(t testing.TB, fam connFamily, vip netip.AddrPort, gone netip.Addr, before, after connRing, seed uint64, n int) (goneFlows, movedFlows, keptFlows []netip.AddrPort) {
+func connRemovalFlows(t testing.TB, fam connFamily, vip netip.AddrPort, gone netip.Addr, before, after modelRing, seed uint64, n int) (goneFlows, movedFlows, keptFlows []netip.AddrPort) {
 	t.Helper()
 	for p := 30000; p < 65535 && (len(goneFlows) < n || len(movedFlows) < n || len(keptFlows) < n); p++ {
 		c := netip.AddrPortFrom(fam.client, uint16(p))
-		h := connFlowHash(c, vip, seed)
+		h := modelFlowHash(c, vip, seed)
 		b, a := before.pick(h), after.pick(h)
 		switch {
 		case b == gone:
@@ -602,8 +555,8 @@ func TestConnBackendChange(t *testing.T) {
 			v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
 			addVIP(t, l, v, VIPOptions{}, all...)
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
-			before := connRingOf(t, all, size, seed)
-			after := connRingOf(t, c.final, size, seed)
+			before := newModelRing(t, all, size, seed)
+			after := newModelRing(t, c.final, size, seed)
 			goneFlows, movedFlows, keptFlows := connRemovalFlows(t, fam, vipAP, gone.Addr, before, after, seed, 3)
 
 			send := func(step string, client netip.AddrPort, flags pkttest.TCPFlags, want netip.Addr, conn ...string) {
@@ -611,19 +564,19 @@ func TestConnBackendChange(t *testing.T) {
 				f := connFlow(client, vipAP)
 				in := pkttest.TCP(f, flags)
 				res, d := connRun(t, l, in)
-				connExpectGUE(t, step, res, in, f, want, connFlowHash(client, vipAP, seed))
+				connExpectGUE(t, step, res, in, f, want, modelFlowHash(client, vipAP, seed))
 				connCheckDeltas(t, step, d, connBalanced(conn...))
 			}
 			every := append(append(append([]netip.AddrPort(nil), goneFlows...), movedFlows...), keptFlows...)
 			for _, cl := range every {
-				send("SYN of "+cl.String(), cl, pkttest.SYN, before.pick(connFlowHash(cl, vipAP, seed)), "conn_miss", "conn_miss_syn")
+				send("SYN of "+cl.String(), cl, pkttest.SYN, before.pick(modelFlowHash(cl, vipAP, seed)), "conn_miss", "conn_miss_syn")
 			}
 			c.change(t, l, v)
 			for _, cl := range append(movedFlows, keptFlows...) {
-				send("ACK of surviving "+cl.String(), cl, pkttest.ACK, before.pick(connFlowHash(cl, vipAP, seed)), "conn_hit")
+				send("ACK of surviving "+cl.String(), cl, pkttest.ACK, before.pick(modelFlowHash(cl, vipAP, seed)), "conn_hit")
 			}
 			for _, cl := range goneFlows {
-				want := after.pick(connFlowHash(cl, vipAP, seed))
+				want := after.pick(modelFlowHash(cl, vipAP, seed))
 				if want == gone.Addr {
 					t.Fatalf("model sends %v to the backend that is gone", cl)
 				}
@@ -646,14 +599,14 @@ func TestConnBackendBackUp(t *testing.T) {
 	v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
 	addVIP(t, l, v, VIPOptions{}, down...)
 	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
-	upRing, downRing := connRingOf(t, all, size, seed), connRingOf(t, down, size, seed)
+	upRing, downRing := newModelRing(t, all, size, seed), newModelRing(t, down, size, seed)
 
 	// A flow that the full ring sends to the backend that is down: while
 	// it is down the flow goes elsewhere, and its entry keeps it there.
 	var rehashed, fresh netip.AddrPort
 	for p := 10000; p < 60000 && (!rehashed.IsValid() || !fresh.IsValid()); p++ {
 		c := netip.AddrPortFrom(fam.client, uint16(p))
-		if upRing.pick(connFlowHash(c, vipAP, seed)) != all[1].Addr {
+		if upRing.pick(modelFlowHash(c, vipAP, seed)) != all[1].Addr {
 			continue
 		}
 		if !rehashed.IsValid() {
@@ -667,10 +620,10 @@ func TestConnBackendBackUp(t *testing.T) {
 		f := connFlow(client, vipAP)
 		in := pkttest.TCP(f, flags)
 		res, d := connRun(t, l, in)
-		connExpectGUE(t, step, res, in, f, want, connFlowHash(client, vipAP, seed))
+		connExpectGUE(t, step, res, in, f, want, modelFlowHash(client, vipAP, seed))
 		connCheckDeltas(t, step, d, connBalanced(conn...))
 	}
-	elsewhere := downRing.pick(connFlowHash(rehashed, vipAP, seed))
+	elsewhere := downRing.pick(modelFlowHash(rehashed, vipAP, seed))
 	if elsewhere == all[1].Addr {
 		t.Fatalf("model sends a flow to a backend that is down")
 	}
@@ -694,7 +647,7 @@ func TestConnStatelessVIP(t *testing.T) {
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 			client, grown, first, moved := connMovingFlow(t, fam, base,
 				netip.AddrPortFrom(fam.client, 43210), vipAP, l.Options().RingSize, seed)
-			h := connFlowHash(client, vipAP, seed)
+			h := modelFlowHash(client, vipAP, seed)
 			f := connFlow(client, vipAP)
 
 			steps := []struct {
@@ -738,7 +691,7 @@ func TestConnSourceHash(t *testing.T) {
 			v := VIP{Addr: fam.vip, Port: 443, Proto: TCP}
 			bs := fam.backends(4)
 			addVIP(t, l, v, VIPOptions{SourceHash: true}, bs...)
-			ring := connRingOf(t, bs, l.Options().RingSize, seed)
+			ring := newModelRing(t, bs, l.Options().RingSize, seed)
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 
 			used := make(map[netip.Addr]bool)
@@ -751,11 +704,11 @@ func TestConnSourceHash(t *testing.T) {
 				if fam.client.Is4() {
 					addr = netip.AddrFrom4([4]byte(b[12:]))
 				}
-				want := ring.pick(connSrcHash(addr, seed))
+				want := ring.pick(modelSrcHash(addr, seed))
 				used[want] = true
 				ports := []uint16{1111, 52222}
-				if ring.pick(connFlowHash(netip.AddrPortFrom(addr, ports[0]), vipAP, seed)) !=
-					ring.pick(connFlowHash(netip.AddrPortFrom(addr, ports[1]), vipAP, seed)) {
+				if ring.pick(modelFlowHash(netip.AddrPortFrom(addr, ports[0]), vipAP, seed)) !=
+					ring.pick(modelFlowHash(netip.AddrPortFrom(addr, ports[1]), vipAP, seed)) {
 					portsDisagree++
 				}
 				for _, p := range ports {
@@ -766,7 +719,7 @@ func TestConnSourceHash(t *testing.T) {
 					step := fmt.Sprintf("SYN of %v", client)
 					// The backend follows the source hash; the outer source
 					// port and flow label still follow the 5-tuple hash.
-					connExpectGUE(t, step, res, in, f, want, connFlowHash(client, vipAP, seed))
+					connExpectGUE(t, step, res, in, f, want, modelFlowHash(client, vipAP, seed))
 					connCheckDeltas(t, step, d, connBalanced("conn_miss", "conn_miss_syn"))
 				}
 			}
@@ -801,8 +754,8 @@ func TestConnVIPReAdded(t *testing.T) {
 		oldReals[r.id] = true
 	}
 	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
-	ringBefore := connRingOf(t, before, l.Options().RingSize, seed)
-	ringAfter := connRingOf(t, after, l.Options().RingSize, seed)
+	ringBefore := newModelRing(t, before, l.Options().RingSize, seed)
+	ringAfter := newModelRing(t, after, l.Options().RingSize, seed)
 
 	clients := make([]netip.AddrPort, 6)
 	for i := range clients {
@@ -813,11 +766,11 @@ func TestConnVIPReAdded(t *testing.T) {
 		f := connFlow(client, vipAP)
 		in := pkttest.TCP(f, flags)
 		res, d := connRun(t, l, in)
-		connExpectGUE(t, step, res, in, f, want, connFlowHash(client, vipAP, seed))
+		connExpectGUE(t, step, res, in, f, want, modelFlowHash(client, vipAP, seed))
 		connCheckDeltas(t, step, d, connBalanced(conn...))
 	}
 	for _, c := range clients {
-		send("SYN of "+c.String(), c, pkttest.SYN, ringBefore.pick(connFlowHash(c, vipAP, seed)), "conn_miss", "conn_miss_syn")
+		send("SYN of "+c.String(), c, pkttest.SYN, ringBefore.pick(modelFlowHash(c, vipAP, seed)), "conn_miss", "conn_miss_syn")
 	}
 	if err := l.RemoveVIP(v); err != nil {
 		t.Fatalf("remove: %v", err)
@@ -832,7 +785,7 @@ func TestConnVIPReAdded(t *testing.T) {
 		}
 	}
 	for _, c := range clients {
-		want := ringAfter.pick(connFlowHash(c, vipAP, seed))
+		want := ringAfter.pick(modelFlowHash(c, vipAP, seed))
 		send("ACK of "+c.String(), c, pkttest.ACK, want, "conn_stale", "conn_miss", "conn_miss_non_syn")
 		send("second ACK of "+c.String(), c, pkttest.ACK, want, "conn_hit")
 	}

@@ -9,43 +9,12 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
-	"github.com/sluice-dp/sluice/ctl/jhash"
-	"github.com/sluice-dp/sluice/ctl/maglev"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
 // Helpers of the encapsulation tests. Every expected value here is derived
 // from the DESIGN wire format with ctl/jhash and ctl/maglev, never from what
 // the program produced.
-
-// encFlowWords lays out the 5-tuple hash input: source, destination (host
-// order words), then sport<<16|dport.
-func encFlowWords(src, dst netip.AddrPort) []uint32 {
-	w := append(encAddrWords(src.Addr()), encAddrWords(dst.Addr())...)
-	return append(w, uint32(src.Port())<<16|uint32(dst.Port()))
-}
-
-// encAddrWords is an address as big-endian 32-bit words: one for IPv4, four
-// for IPv6.
-func encAddrWords(a netip.Addr) []uint32 {
-	b := a.AsSlice()
-	w := make([]uint32, 0, len(b)/4)
-	for i := 0; i < len(b); i += 4 {
-		w = append(w, binary.BigEndian.Uint32(b[i:]))
-	}
-	return w
-}
-
-// encFlowHash is the 5-tuple flow hash with the seed the program derives
-// from Config.Seed (its low 32 bits).
-func encFlowHash(src, dst netip.AddrPort, seed uint64) uint32 {
-	return jhash.Words(encFlowWords(src, dst), uint32(seed))
-}
-
-// encSrcHash is the client-affinity hash: the client address alone.
-func encSrcHash(src netip.Addr, seed uint64) uint32 {
-	return jhash.Words(encAddrWords(src), uint32(seed))
-}
 
 // encGUESport is DESIGN §4's outer source port.
 func encGUESport(h uint32) uint16 { return uint16(49152 + h&0x3fff) }
@@ -80,35 +49,7 @@ func encIPIPSource(prefix netip.Prefix, client netip.AddrPort) netip.Addr {
 // built here from the same backends, size and seed as the program's ring.
 func encMaglevPick(t testing.TB, backends []Backend, size uint32, seed uint64, hash uint32) netip.Addr {
 	t.Helper()
-	return encTable(t, backends, size, seed).pick(hash)
-}
-
-type encRing struct {
-	slots []uint32
-	addrs []netip.Addr
-}
-
-func (r encRing) pick(hash uint32) netip.Addr {
-	return r.addrs[r.slots[hash%uint32(len(r.slots))]]
-}
-
-func encTable(t testing.TB, backends []Backend, size uint32, seed uint64) encRing {
-	t.Helper()
-	var up []maglev.Backend
-	for _, b := range backends {
-		if !b.Down {
-			up = append(up, maglev.Backend{Addr: b.Addr, Weight: b.Weight})
-		}
-	}
-	tab, err := maglev.New(up, size, seed)
-	if err != nil {
-		t.Fatalf("maglev.New: %v", err)
-	}
-	r := encRing{slots: tab.Slots()}
-	for _, b := range tab.Backends() {
-		r.addrs = append(r.addrs, b.Addr)
-	}
-	return r
+	return newModelRing(t, backends, size, seed).pick(hash)
 }
 
 // encPayload is n bytes that are neither zero nor repetitive, so that a
@@ -264,32 +205,6 @@ func (o encOuter) frame() []byte {
 	f.Src = netip.AddrPortFrom(src, encGUESport(o.hash))
 	f.Dst = netip.AddrPortFrom(o.backend, o.cfg.GUEPort)
 	return pkttest.GUE(f, o.inner)
-}
-
-// encCounters reads the counters, failing the test on error.
-func encCounters(t testing.TB, l *LB) Counters {
-	t.Helper()
-	c, err := l.Counters()
-	if err != nil {
-		t.Fatalf("counters: %v", err)
-	}
-	return c
-}
-
-// encCheckStats checks that every global counter moved by exactly want
-// (absent names: by zero).
-func encCheckStats(t testing.TB, before, after Counters, want map[string]uint64) {
-	t.Helper()
-	for name := range want {
-		if _, ok := after.Stats[name]; !ok {
-			t.Errorf("counter %q does not exist", name)
-		}
-	}
-	for name, a := range after.Stats {
-		if d := a - before.Stats[name]; d != want[name] {
-			t.Errorf("counter %s moved by %d, want %d", name, d, want[name])
-		}
-	}
 }
 
 // encCheckTraffic checks that the VIP and the (VIP, backend) pair counted

@@ -43,15 +43,15 @@ func TestEncapSameBackendAsMaglev(t *testing.T) {
 			addVIP(t, l, vip4, mode.opts, be4...)
 			addVIP(t, l, vip6, mode.opts, be6...)
 			seed := testConfig().Seed
-			rings := map[VIP]encRing{
-				vip4: encTable(t, be4, maglev.DefaultSize, seed),
-				vip6: encTable(t, be6, maglev.DefaultSize, seed),
+			rings := map[VIP]modelRing{
+				vip4: newModelRing(t, be4, maglev.DefaultSize, seed),
+				vip6: newModelRing(t, be6, maglev.DefaultSize, seed),
 			}
 
 			rng := rand.New(rand.NewPCG(1, 2))
 			wantPackets := map[VIP]map[netip.Addr]uint64{vip4: {}, vip6: {}}
 			wantBytes := map[VIP]map[netip.Addr]uint64{vip4: {}, vip6: {}}
-			before := encCounters(t, l)
+			before := readCounters(t, l)
 			for i := range flows {
 				var f pkttest.Flow
 				var vip VIP
@@ -78,10 +78,10 @@ func TestEncapSameBackendAsMaglev(t *testing.T) {
 					t.Fatalf("flow %v → %v: verdict %v, want %v", f.Src, f.Dst, res.Verdict, pkttest.XDPTX)
 				}
 
-				h5 := encFlowHash(f.Src, f.Dst, seed)
+				h5 := modelFlowHash(f.Src, f.Dst, seed)
 				hring := h5
 				if mode.opts.SourceHash {
-					hring = encSrcHash(f.Src.Addr(), seed)
+					hring = modelSrcHash(f.Src.Addr(), seed)
 				}
 				want := rings[vip].pick(hring)
 				got, sport5, label := encOuterFields(t, res.Packet)
@@ -104,8 +104,8 @@ func TestEncapSameBackendAsMaglev(t *testing.T) {
 				wantPackets[vip][want]++
 				wantBytes[vip][want] += uint64(len(pkttest.IPPacket(in)))
 			}
-			after := encCounters(t, l)
-			encCheckStats(t, before, after, map[string]uint64{
+			after := readCounters(t, l)
+			checkStats(t, before, after, map[string]uint64{
 				"tx": flows, "encap_gue": flows, "conn_miss": flows, "conn_miss_syn": flows,
 			})
 			for _, vip := range []VIP{vip4, vip6} {

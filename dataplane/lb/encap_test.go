@@ -185,7 +185,7 @@ func encAllOnesCases() []encCase {
 			// payload byte; tune two of them as above, against the
 			// expected outer header.
 			cfg := encConfig(c)
-			h := encFlowHash(f.Src, f.Dst, cfg.Seed)
+			h := modelFlowHash(f.Src, f.Dst, cfg.Seed)
 			want := func(in []byte) []byte {
 				return encOuter{in: f, inner: pkttest.IPPacket(in), backend: b.be[0].Addr, hash: h, cfg: cfg}.frame()
 			}
@@ -523,9 +523,9 @@ func encRunCase(t *testing.T, c encCase) {
 	}
 	inner := pkttest.IPPacket(in)
 
-	before := encCounters(t, l)
+	before := readCounters(t, l)
 	res := pkttest.Run(t, l.Program(), in)
-	after := encCounters(t, l)
+	after := readCounters(t, l)
 	if res.Verdict != pkttest.XDPTX {
 		t.Fatalf("verdict %v, want %v", res.Verdict, pkttest.XDPTX)
 	}
@@ -534,7 +534,7 @@ func encRunCase(t *testing.T, c encCase) {
 	if c.hashed != nil {
 		client, vipSide = c.hashed[0], c.hashed[1]
 	}
-	h := encFlowHash(client, vipSide, cfg.Seed)
+	h := modelFlowHash(client, vipSide, cfg.Seed)
 	backend := encMaglevPick(t, c.backends, maglev.DefaultSize, cfg.Seed, h)
 	ipip := c.opts.Encap == IPIP
 	want := encOuter{
@@ -552,7 +552,7 @@ func encRunCase(t *testing.T, c encCase) {
 	} else if !bytes.Equal(got.Data(), inner) {
 		t.Errorf("inner packet is not the input's IP packet:\n got % x\nwant % x", got.Data(), inner)
 	}
-	encCheckStats(t, before, after, encWantStats(t, in, ipip))
+	checkStats(t, before, after, encWantStats(t, in, ipip))
 	encCheckTraffic(t, before, after, c.vip, backend, 1, uint64(len(inner)))
 }
 
@@ -582,7 +582,7 @@ func TestEncapGUESourcePort(t *testing.T) {
 			seed := testConfig().Seed
 			ports := map[uint16]bool{}
 			var ipBytes uint64
-			before := encCounters(t, l)
+			before := readCounters(t, l)
 			for i := range flows {
 				f := encIn(fam.client(i), fam.vip, 80, true)
 				in := pkttest.TCP(f, pkttest.SYN)
@@ -591,7 +591,7 @@ func TestEncapGUESourcePort(t *testing.T) {
 				if res.Verdict != pkttest.XDPTX {
 					t.Fatalf("flow %v: verdict %v, want %v", f.Src, res.Verdict, pkttest.XDPTX)
 				}
-				h := encFlowHash(f.Src, f.Dst, seed)
+				h := modelFlowHash(f.Src, f.Dst, seed)
 				_, sport, label := encOuterFields(t, res.Packet)
 				if want := encGUESport(h); sport != want {
 					t.Errorf("flow %v: outer source port %d, want %d", f.Src, sport, want)
@@ -607,8 +607,8 @@ func TestEncapGUESourcePort(t *testing.T) {
 			if len(ports) < 900 {
 				t.Errorf("%d flows used %d distinct source ports, want at least 900", flows, len(ports))
 			}
-			after := encCounters(t, l)
-			encCheckStats(t, before, after, map[string]uint64{
+			after := readCounters(t, l)
+			checkStats(t, before, after, map[string]uint64{
 				"tx": flows, "encap_gue": flows, "conn_miss": flows, "conn_miss_syn": flows,
 			})
 			encCheckTraffic(t, before, after, vip, fam.backend[0].Addr, flows, ipBytes)
@@ -622,8 +622,8 @@ func TestEncapGUESourcePort(t *testing.T) {
 			vip := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
 			addVIP(t, l, vip, VIPOptions{}, fam.backend...)
 			f := encIn(fam.client(7), fam.vip, 80, true)
-			want := encGUESport(encFlowHash(f.Src, f.Dst, testConfig().Seed))
-			before := encCounters(t, l)
+			want := encGUESport(modelFlowHash(f.Src, f.Dst, testConfig().Seed))
+			before := readCounters(t, l)
 			var ipBytes uint64
 			for i := range 10 {
 				flags := pkttest.ACK
@@ -640,8 +640,8 @@ func TestEncapGUESourcePort(t *testing.T) {
 					t.Errorf("packet %d: outer source port %d, want %d", i, sport, want)
 				}
 			}
-			after := encCounters(t, l)
-			encCheckStats(t, before, after, map[string]uint64{
+			after := readCounters(t, l)
+			checkStats(t, before, after, map[string]uint64{
 				"tx": 10, "encap_gue": 10, "conn_miss": 1, "conn_miss_syn": 1, "conn_hit": 9,
 			})
 			encCheckTraffic(t, before, after, vip, fam.backend[0].Addr, 10, ipBytes)
@@ -683,18 +683,18 @@ func TestEncapRejectsIPv4BackendOfIPv6VIP(t *testing.T) {
 
 			f := encIn(encClient6, encVIP6, 80, false)
 			in := pkttest.TCP(f, pkttest.SYN)
-			before := encCounters(t, l)
+			before := readCounters(t, l)
 			res := pkttest.Run(t, l.Program(), in)
-			after := encCounters(t, l)
+			after := readCounters(t, l)
 			if res.Verdict != pkttest.XDPTX {
 				t.Fatalf("verdict %v, want %v", res.Verdict, pkttest.XDPTX)
 			}
 			cfg := encConfig(encCase{})
-			h := encFlowHash(f.Src, f.Dst, cfg.Seed)
+			h := modelFlowHash(f.Src, f.Dst, cfg.Seed)
 			want := encOuter{in: f, inner: pkttest.IPPacket(in), backend: prev[0].Addr, hash: h, cfg: cfg}.frame()
 			pkttest.Expect(t, want, res.Out)
 			pkttest.VerifyChecksums(t, res.Packet)
-			encCheckStats(t, before, after, encWantStats(t, in, false))
+			checkStats(t, before, after, encWantStats(t, in, false))
 			encCheckTraffic(t, before, after, encTCP6, prev[0].Addr, 1, uint64(len(pkttest.IPPacket(in))))
 		})
 	}

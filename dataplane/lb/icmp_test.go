@@ -272,7 +272,7 @@ func TestICMPErrorForward(t *testing.T) {
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 			client, grown, first, moved := connMovingFlow(t, c.fam, base,
 				netip.AddrPortFrom(c.fam.client, 50000), vipAP, l.Options().RingSize, seed)
-			h := connFlowHash(client, vipAP, seed)
+			h := modelFlowHash(client, vipAP, seed)
 
 			if c.entry {
 				f := connFlow(client, vipAP)

@@ -285,8 +285,8 @@ func (l *LB) SetConfig(cfg Config) error {
 	}
 	if reseed {
 		for v, s := range l.vips {
-			if err := l.publishRing(v, s); err != nil {
-				return fmt.Errorf("set config: %w", err)
+			if err := l.publishRing(s.id, s.backends); err != nil {
+				return fmt.Errorf("set config: rebuild ring of vip %v: %w", v, err)
 			}
 		}
 	}

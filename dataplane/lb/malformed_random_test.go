@@ -212,7 +212,7 @@ func TestMalformedRandom(t *testing.T) {
 		frames = append(frames, malMutate(rng, bases[rng.IntN(len(bases))]))
 	}
 
-	before := malCounters(t, l)
+	before := readCounters(t, l)
 	verdicts := map[pkttest.Verdict]uint64{}
 	var ran, refused, bad int
 	for i, in := range frames {
@@ -241,7 +241,7 @@ func TestMalformedRandom(t *testing.T) {
 			}
 		}
 	}
-	after := malCounters(t, l)
+	after := readCounters(t, l)
 
 	d := func(name string) uint64 {
 		if _, ok := after.Stats[name]; !ok {

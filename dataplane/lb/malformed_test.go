@@ -12,7 +12,6 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-dp/sluice/ctl/jhash"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -181,25 +180,11 @@ func malPushTag(frame []byte, tpid, vid uint16) []byte {
 	return slices.Concat(frame[:12], tag, frame[12:])
 }
 
-// malHash is the flow hash the program must compute for f, from the
-// reference jhash: source, destination, then the two ports in one word.
-func malHash(f pkttest.Flow) uint32 {
-	var k []uint32
-	for _, a := range []netip.Addr{f.Src.Addr(), f.Dst.Addr()} {
-		b := a.AsSlice()
-		for i := 0; i < len(b); i += 4 {
-			k = append(k, binary.BigEndian.Uint32(b[i:]))
-		}
-	}
-	k = append(k, uint32(f.Src.Port())<<16|uint32(f.Dst.Port()))
-	return jhash.Words(k, uint32(testConfig().Seed))
-}
-
 // malGUE is the frame the LB must emit for in (a frame of flow f) toward
 // backend: GUE from the node's address, the source port and flow label
 // derived from the 5-tuple hash, and the whole input IP packet inside.
 func malGUE(f pkttest.Flow, in []byte, backend netip.Addr) []byte {
-	h := malHash(f)
+	h := modelFlowHash(f.Src, f.Dst, testConfig().Seed)
 	src := nodeV4
 	if backend.Is6() {
 		src = nodeV6
@@ -310,14 +295,14 @@ func runMalCases(t *testing.T, cases []malCase) {
 			} else {
 				malFlushConns(t, l)
 			}
-			before := malCounters(t, l)
+			before := readCounters(t, l)
 			res := pkttest.Run(t, l.Program(), c.in)
-			after := malCounters(t, l)
+			after := readCounters(t, l)
 
 			if res.Verdict != c.verdict {
 				t.Errorf("verdict %v, want %v", res.Verdict, c.verdict)
 			}
-			malCheckDeltas(t, before, after, c.stats)
+			checkStats(t, before, after, c.stats)
 			malCheckVIPTraffic(t, before, after, c)
 			switch c.verdict {
 			case pkttest.XDPPass:
@@ -362,31 +347,6 @@ func malFlushConns(t testing.TB, l *LB) {
 		m.Close()
 		if err != nil {
 			t.Fatalf("empty connection table of cpu %d: %v", cpu, err)
-		}
-	}
-}
-
-func malCounters(t testing.TB, l *LB) Counters {
-	t.Helper()
-	c, err := l.Counters()
-	if err != nil {
-		t.Fatalf("read counters: %v", err)
-	}
-	return c
-}
-
-// malCheckDeltas reports every counter whose change differs from want
-// (absent from want: no change).
-func malCheckDeltas(t testing.TB, before, after Counters, want map[string]uint64) {
-	t.Helper()
-	for name := range want {
-		if _, ok := after.Stats[name]; !ok {
-			t.Errorf("bad case: no counter named %q", name)
-		}
-	}
-	for name, v := range after.Stats {
-		if d := v - before.Stats[name]; d != want[name] {
-			t.Errorf("counter %s moved by %d, want %d", name, d, want[name])
 		}
 	}
 }
@@ -552,14 +512,14 @@ func TestMalformedShorterThanEthernet(t *testing.T) {
 	l := newLB(t, Options{RingSize: 251})
 	malSetup(t, l)
 	syn4 := pkttest.TCP(malFlow(malVIP4, malTCPPort), pkttest.SYN)
-	before := malCounters(t, l)
+	before := readCounters(t, l)
 	for n := range 14 {
 		_, err := l.Program().Run(&ebpf.RunOptions{Data: malCut(syn4, n), DataOut: make([]byte, 4096)})
 		if !errors.Is(err, unix.EINVAL) {
 			t.Errorf("%d-byte frame: run error %v, want EINVAL", n, err)
 		}
 	}
-	malCheckDeltas(t, before, malCounters(t, l), nil)
+	checkStats(t, before, readCounters(t, l), nil)
 }
 
 // TestMalformedHeaders covers header fields that lie: they are dropped when

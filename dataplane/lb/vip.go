@@ -303,40 +303,48 @@ func (l *LB) SetBackends(v VIP, backends []Backend) error {
 		return fmt.Errorf("set backends of vip %v: %w: at most %d backends in all", v, ErrFull, l.opts.MaxBackends)
 	}
 
-	var retired []*realState
+	// Build the new set beside the old one: if anything fails before the
+	// ring is swapped, the VIP keeps its old backends and ring.
 	next := make(map[netip.Addr]*realState, len(want))
+	var fresh []*realState
+	undo := func() {
+		for _, r := range fresh {
+			_ = l.releaseReal(r)
+		}
+	}
 	for a, b := range want {
-		r, ok := s.backends[a]
-		if !ok {
+		var r realState
+		old, ok := s.backends[a]
+		if ok {
+			r = *old
+		} else {
 			id, _ := l.realIDs.get()
 			l.gen++
-			r = &realState{id: id, gen: l.gen}
+			r = realState{id: id, gen: l.gen}
+			fresh = append(fresh, &r)
 			zero := make([]lbLbTraffic, possibleCPUs())
 			if err := l.objs.RealStats.Put(id, zero); err != nil {
-				l.realIDs.put(id)
+				undo()
 				return fmt.Errorf("set backends of vip %v: reset counters: %w", v, err)
 			}
 		}
-		wasUp := ok && !r.backend.Down
 		r.backend = b
 		// A backend coming up is written before the ring names it; one
 		// going down is retired after the ring stops naming it.
-		if !b.Down && !wasUp {
-			if err := l.writeReal(r); err != nil {
+		if !b.Down && (!ok || old.backend.Down) {
+			if err := l.writeReal(&r); err != nil {
+				undo()
 				return fmt.Errorf("set backends of vip %v: %w", v, err)
 			}
 		}
-		next[a] = r
+		next[a] = &r
 	}
-	for a, r := range s.backends {
-		if _, ok := want[a]; !ok {
-			retired = append(retired, r)
-		}
-	}
-	s.backends = next
-	if err := l.publishRing(v, s); err != nil {
+	if err := l.publishRing(s.id, next); err != nil {
+		undo()
 		return fmt.Errorf("set backends of vip %v: %w", v, err)
 	}
+	retired := s.backends
+	s.backends = next
 	for _, r := range next {
 		if r.backend.Down {
 			if err := l.writeReal(r); err != nil {
@@ -344,7 +352,10 @@ func (l *LB) SetBackends(v VIP, backends []Backend) error {
 			}
 		}
 	}
-	for _, r := range retired {
+	for a, r := range retired {
+		if _, kept := next[a]; kept {
+			continue
+		}
 		if err := l.releaseReal(r); err != nil {
 			return fmt.Errorf("set backends of vip %v: %w", v, err)
 		}
@@ -355,17 +366,17 @@ func (l *LB) SetBackends(v VIP, backends []Backend) error {
 // publishRing builds the Maglev table of the VIP's up backends in a new
 // inner map and swaps it in. With no backend up the ring is removed and
 // the VIP's packets are dropped as drop_no_backend.
-func (l *LB) publishRing(v VIP, s *vipState) error {
+func (l *LB) publishRing(vipID uint32, backends map[netip.Addr]*realState) error {
 	var up []maglev.Backend
 	ids := make(map[netip.Addr]uint32)
-	for a, r := range s.backends {
+	for a, r := range backends {
 		if !r.backend.Down {
 			up = append(up, maglev.Backend{Addr: a, Weight: r.backend.Weight})
 			ids[a] = r.id
 		}
 	}
 	if len(up) == 0 {
-		if err := l.objs.Rings.Delete(s.id); err != nil && !isNotExist(err) {
+		if err := l.objs.Rings.Delete(vipID); err != nil && !isNotExist(err) {
 			return fmt.Errorf("remove ring: %w", err)
 		}
 		return nil
@@ -392,7 +403,7 @@ func (l *LB) publishRing(v VIP, s *vipState) error {
 	if _, err := ring.BatchUpdate(keys, values, nil); err != nil {
 		return fmt.Errorf("fill ring: %w", err)
 	}
-	if err := l.objs.Rings.Put(s.id, ring); err != nil {
+	if err := l.objs.Rings.Put(vipID, ring); err != nil {
 		return fmt.Errorf("swap ring: %w", err)
 	}
 	return nil

@@ -1,0 +1,85 @@
+package lb
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/sluice-dp/sluice/ctl/jhash"
+	"github.com/sluice-dp/sluice/ctl/maglev"
+)
+
+// This file is the tests' independent model of the program's choices: the
+// flow hash from ctl/jhash and the ring from ctl/maglev, computed from the
+// wire format of docs/lb.md, never from the program's output.
+
+// modelWords lays an address out as hash input: big-endian 32-bit words,
+// one for IPv4 and four for IPv6.
+func modelWords(a netip.Addr) []uint32 {
+	b := a.AsSlice()
+	w := make([]uint32, len(b)/4)
+	for i := range w {
+		w[i] = binary.BigEndian.Uint32(b[4*i:])
+	}
+	return w
+}
+
+// modelFlowHash is the 5-tuple hash of a client→VIP flow, seeded with the
+// low 32 bits of Config.Seed as the program does.
+func modelFlowHash(client, vip netip.AddrPort, seed uint64) uint32 {
+	w := append(modelWords(client.Addr()), modelWords(vip.Addr())...)
+	w = append(w, uint32(client.Port())<<16|uint32(vip.Port()))
+	return jhash.Words(w, uint32(seed))
+}
+
+// modelSrcHash is the client-affinity hash of source-hash VIPs.
+func modelSrcHash(client netip.Addr, seed uint64) uint32 {
+	return jhash.Words(modelWords(client), uint32(seed))
+}
+
+// modelRing is a VIP's Maglev ring: its up backends in a table built by
+// ctl/maglev with the program's size and seed.
+type modelRing struct{ tab *maglev.Table }
+
+func newModelRing(t testing.TB, backends []Backend, size uint32, seed uint64) modelRing {
+	t.Helper()
+	var up []maglev.Backend
+	for _, b := range backends {
+		if !b.Down {
+			up = append(up, maglev.Backend{Addr: b.Addr, Weight: b.Weight})
+		}
+	}
+	tab, err := maglev.New(up, size, seed)
+	if err != nil {
+		t.Fatalf("model maglev table of %v: %v", backends, err)
+	}
+	return modelRing{tab: tab}
+}
+
+func (r modelRing) pick(hash uint32) netip.Addr { return r.tab.Lookup(hash).Addr }
+
+// readCounters reads the counters, failing the test on error.
+func readCounters(t testing.TB, l *LB) Counters {
+	t.Helper()
+	c, err := l.Counters()
+	if err != nil {
+		t.Fatalf("read counters: %v", err)
+	}
+	return c
+}
+
+// checkStats reports every global counter whose change differs from want
+// (a counter absent from want must not move).
+func checkStats(t testing.TB, before, after Counters, want map[string]uint64) {
+	t.Helper()
+	for name := range want {
+		if _, ok := after.Stats[name]; !ok {
+			t.Errorf("bad case: no counter named %q", name)
+		}
+	}
+	for name, a := range after.Stats {
+		if d := a - before.Stats[name]; d != want[name] {
+			t.Errorf("counter %s moved by %d, want %d", name, d, want[name])
+		}
+	}
+}
