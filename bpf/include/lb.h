@@ -72,7 +72,8 @@ struct flow_key {
 struct flow_state {
 	__u32 real;
 	__u32 gen;
-	/* bpf_ktime_get_coarse_ns() of the last packet, for UDP idle expiry. */
+	/* bpf_ktime_get_coarse_ns() of the last packet, for UDP idle expiry;
+	 * always 0 for TCP, whose entries never expire by age. */
 	__u64 atime;
 };
 
