@@ -18,7 +18,8 @@ import (
 // LBCases loads a load balancer with one VIP per case kind and returns the
 // cases of the load balancer's per-packet cost: the GUE IPv4 hit path
 // (established TCP), the miss path (SYN, which always takes the Maglev
-// ring and rewrites the connection table), IPv6, and IPIP. Every case runs
+// ring and rewrites the connection table), IPv6, IPIP, and the Floor of the
+// hit path (its unavoidable calls alone). Every case runs
 // the program, and its baseline the empty XDP_TX program, through the same
 // Restoring shim. The caller closes the returned Closer after measuring.
 func LBCases(mode Mode) (cases []Case, closer io.Closer, err error) {
@@ -87,16 +88,25 @@ func LBCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 		return nil, nil, err
 	}
 	res.closers = append(res.closers, empty)
+	floor, err := NewFloor()
+	if err != nil {
+		return nil, nil, err
+	}
+	res.closers = append(res.closers, floor)
+	hit4 := pkttest.TCP(f4, pkttest.ACK)
 	for _, c := range []struct {
-		name  string
-		frame []byte
+		name   string
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+		frame  []byte
 	}{
-		{"lb gue v4 hit", pkttest.TCP(f4, pkttest.ACK)},
-		{"lb gue v4 miss (syn)", pkttest.TCP(f4, pkttest.SYN)},
-		{"lb gue v6 hit", pkttest.TCP(f6, pkttest.ACK)},
-		{"lb ipip v4 hit", pkttest.TCP(fIPIP, pkttest.ACK)},
+		{"lb gue v4 hit", l.Program(), ebpf.AttachXDP, hit4},
+		{"lb gue v4 miss (syn)", l.Program(), ebpf.AttachXDP, pkttest.TCP(f4, pkttest.SYN)},
+		{"lb gue v6 hit", l.Program(), ebpf.AttachXDP, pkttest.TCP(f6, pkttest.ACK)},
+		{"lb ipip v4 hit", l.Program(), ebpf.AttachXDP, pkttest.TCP(fIPIP, pkttest.ACK)},
+		{"floor: 3 calls of a hit", floor.Program, ebpf.AttachNone, hit4},
 	} {
-		prog, err := Restoring(l.Program(), c.frame, ebpf.AttachXDP)
+		prog, err := Restoring(c.prog, c.frame, c.attach)
 		if err != nil {
 			return nil, nil, err
 		}
