@@ -2,6 +2,7 @@
 // command lines to the packages that do the work:
 //
 //	sluice quickstart [-mode native|generic]   the demonstration (sim/quickstart)
+//	sluice sim run [-mode M] [-json F] [-pcap-dir D] FILE...   scenarios (sim/scenario)
 //	sluice sim clean                            delete namespaces of killed runs (sim/topo)
 //	sluice bench [-out DIR] [-mode ...]         benchmarks (bench)
 //
@@ -24,6 +25,7 @@ import (
 	"github.com/sluice-dp/sluice/bench"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/sim/quickstart"
+	"github.com/sluice-dp/sluice/sim/scenario"
 	"github.com/sluice-dp/sluice/sim/topo"
 )
 
@@ -60,6 +62,7 @@ const usage = `Usage: sluice <command> [flags]
 Commands:
   quickstart   build a throwaway namespace topology, run the XDP load balancer
                on it with real traffic and check where every packet went
+  sim run      run YAML scenarios on real namespace topologies and report
   sim clean    delete the namespaces that killed simulator runs left behind
   bench        measure the load balancer's per-packet cost (results as JSON,
                Markdown and charts)
@@ -77,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "quickstart":
 		return runQuickstart(ctx, args[1:], stdout, stderr)
 	case "sim":
-		return runSim(args[1:], stdout, stderr)
+		return runSim(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -183,10 +186,11 @@ names. Needs root. Every namespace is deleted on exit, also on Ctrl-C.`, stderr)
 	return exitOK
 }
 
-func runSim(args []string, stdout, stderr io.Writer) int {
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	const simUsage = `Usage: sluice sim <command>
 
 Commands:
+  run     run scenario files (scenarios/*.yaml) and print a report
   clean   delete the network namespaces that simulator runs killed before
           their cleanup left behind (names "sl<6 hex digits>-<node>");
           namespaces of runs still going are kept
@@ -196,6 +200,8 @@ Commands:
 		return exitUsage
 	}
 	switch args[0] {
+	case "run":
+		return runSimRun(ctx, args[1:], stdout, stderr)
 	case "clean":
 		return runSimClean(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -204,6 +210,82 @@ Commands:
 	}
 	fmt.Fprintf(stderr, "sluice sim: unknown command %q\n\n%s", args[0], simUsage)
 	return exitUsage
+}
+
+// simModeFlag is native, generic or both.
+type simModeFlag struct{ modes []lb.Mode }
+
+func (m *simModeFlag) String() string {
+	if len(m.modes) == 2 {
+		return "both"
+	}
+	if len(m.modes) == 1 {
+		return m.modes[0].String()
+	}
+	return ""
+}
+
+func (m *simModeFlag) Set(s string) error {
+	switch s {
+	case "native":
+		m.modes = []lb.Mode{lb.Native}
+	case "generic":
+		m.modes = []lb.Mode{lb.Generic}
+	case "both":
+		m.modes = []lb.Mode{lb.Native, lb.Generic}
+	default:
+		return fmt.Errorf("want native, generic or both")
+	}
+	return nil
+}
+
+func runSimRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flags("sluice sim run", "sluice sim run [-mode native|generic|both] [-json FILE] [-pcap-dir DIR] FILE...",
+		`Validates every scenario file first (nothing runs if one is invalid), then
+builds each scenario's topology of network namespaces, attaches the load
+balancer, sends its traffic, checks its assertions and deletes everything
+again. Prints progress, a report per run and a summary table; exits 0 only if
+every assertion of every run passed. Needs root. The schema is in
+docs/scenarios.md.`, stderr)
+	mode := &simModeFlag{modes: []lb.Mode{lb.Native}}
+	fs.Var(mode, "mode", "XDP attach `mode`: native (default), generic, or both (each scenario runs twice)")
+	jsonPath := fs.String("json", "", "also write a machine-readable report to `FILE`")
+	pcapDir := fs.String("pcap-dir", "", "write every capture to `DIR` as pcap (default: only failed steps', under $TMPDIR)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "sluice sim run: no scenario file given")
+		fs.Usage()
+		return exitUsage
+	}
+	scs, err := scenario.LoadAll(fs.Args())
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice sim run: %v\n", err)
+		return exitUsage
+	}
+	results, err := scenario.RunAll(ctx, scs, mode.modes, scenario.Options{PcapDir: *pcapDir}, stdout)
+	if serr := scenario.WriteSummary(stdout, results); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	if *jsonPath != "" {
+		if jerr := scenario.WriteJSON(*jsonPath, results); jerr != nil {
+			err = errors.Join(err, jerr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice sim run: %v\n", err)
+		return exitFail
+	}
+	for _, r := range results {
+		if !r.Passed() {
+			return exitFail
+		}
+	}
+	return exitOK
 }
 
 func runSimClean(args []string, stdout, stderr io.Writer) int {

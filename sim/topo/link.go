@@ -28,6 +28,10 @@ type LinkEnd struct {
 	// ("10.100.1.2/24"). IPv6 is enabled on the interface only if one of
 	// them is IPv6.
 	Addrs []netip.Prefix
+	// Queues is the number of receive and transmit queues of the
+	// interface; 0 leaves the kernel's default (one). More queues let
+	// several CPUs send and receive on the link at once.
+	Queues int
 }
 
 // Endpoint is one end of a created link, defaults filled in.
@@ -114,10 +118,13 @@ func (t *Topology) AddLink(a, b LinkEnd) (_ *Link, err error) {
 	// index from a range the peer's automatic one never reaches.
 	t.links++
 	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: ea.Iface, HardwareAddr: ea.MAC, Index: linkIndexBase + t.links},
+		LinkAttrs: netlink.LinkAttrs{Name: ea.Iface, HardwareAddr: ea.MAC, Index: linkIndexBase + t.links,
+			NumTxQueues: a.Queues, NumRxQueues: a.Queues},
 		PeerName:         eb.Iface,
 		PeerHardwareAddr: eb.MAC,
 		PeerNamespace:    netlink.NsFd(b.Node.ns),
+		PeerNumTxQueues:  uint32(b.Queues),
+		PeerNumRxQueues:  uint32(b.Queues),
 	}
 	if err := a.Node.nl.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth %v: %w", l, err)
@@ -146,6 +153,10 @@ func (t *Topology) AddLink(a, b LinkEnd) (_ *Link, err error) {
 	}
 	return l, nil
 }
+
+// maxQueues bounds LinkEnd.Queues; veth accepts up to 4096, far more than
+// a simulation on a few CPUs can use.
+const maxQueues = 64
 
 // linkIndexBase starts the interface indexes AddLink picks; see AddLink.
 const linkIndexBase = 10000
@@ -221,6 +232,9 @@ func endpoint(e LinkEnd, peer string) (Endpoint, error) {
 		ep.MAC[0] = ep.MAC[0]&^0x01 | 0x02 // unicast, locally administered
 	} else if len(ep.MAC) != 6 || ep.MAC[0]&0x01 != 0 {
 		return ep, fmt.Errorf("interface %s in %s: %w mac %v: want a 6-byte unicast address", ep.Iface, e.Node.name, ErrInvalid, ep.MAC)
+	}
+	if e.Queues < 0 || e.Queues > maxQueues {
+		return ep, fmt.Errorf("interface %s in %s: %w queue count %d: want 0 to %d", ep.Iface, e.Node.name, ErrInvalid, e.Queues, maxQueues)
 	}
 	for _, p := range ep.Addrs {
 		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {

@@ -190,9 +190,10 @@ func (n *Node) setSysctls(kv [][2]string) error {
 	})
 }
 
-// EnableForwarding makes the node a router: IPv4 and IPv6 forwarding on and
+// EnableForwarding makes the node a router: IPv4 and IPv6 forwarding on,
 // reverse-path filtering off, on "all", "default" and every interface that
-// exists now. Routers in a topology see asymmetric paths by design (DSR
+// exists now, multipath routes hashed on the 5-tuple (L4 policy), and
+// next hops on links that are down left out of multipath routes. Routers in a topology see asymmetric paths by design (DSR
 // replies bypass the LB), which strict rp_filter would drop; interfaces
 // added later inherit "default".
 func (n *Node) EnableForwarding() error {
@@ -201,6 +202,16 @@ func (n *Node) EnableForwarding() error {
 		{"net.ipv6.conf.all.forwarding", "1"},
 		{"net.ipv4.conf.all.rp_filter", "0"},
 		{"net.ipv4.conf.default.rp_filter", "0"},
+		// Multipath routes spread flows by their 5-tuple, as the
+		// routers in front of LB nodes do; the default (addresses only)
+		// would send every flow of one client to one LB node.
+		{"net.ipv4.fib_multipath_hash_policy", "1"},
+		{"net.ipv6.fib_multipath_hash_policy", "1"},
+		// A next hop whose link is down must leave the multipath set,
+		// as it would when its BGP session dropped; by default the
+		// kernel keeps using it.
+		{"net.ipv4.conf.all.ignore_routes_with_linkdown", "1"},
+		{"net.ipv6.conf.all.ignore_routes_with_linkdown", "1"},
 	}
 	links, err := n.nl.LinkList()
 	if err != nil {
@@ -222,6 +233,11 @@ type Route struct {
 	Dst netip.Prefix
 	// Via is the gateway, of Dst's family; zero for an on-link route.
 	Via netip.Addr
+	// Multipath are the gateways of an equal-cost multipath route, used
+	// instead of Via and Dev; each is reached through the interface whose
+	// subnet holds it. A forwarding node spreads flows over them by their
+	// 5-tuple (see EnableForwarding).
+	Multipath []netip.Addr
 	// Dev is the outgoing interface's name in the node.
 	Dev string
 }
@@ -232,6 +248,9 @@ func (r Route) String() string {
 	if r.Via.IsValid() {
 		s += " via " + r.Via.String()
 	}
+	for _, v := range r.Multipath {
+		s += " nexthop via " + v.String()
+	}
 	if r.Dev != "" {
 		s += " dev " + r.Dev
 	}
@@ -240,13 +259,25 @@ func (r Route) String() string {
 
 // AddRoute adds a static route to the node's main table.
 func (n *Node) AddRoute(r Route) error {
-	if !r.Dst.IsValid() || (!r.Via.IsValid() && r.Dev == "") ||
-		(r.Via.IsValid() && r.Via.Is4() != r.Dst.Addr().Is4()) {
-		return fmt.Errorf("add route %v in netns %s: %w: want a destination and a same-family gateway or device", r, n.netns, ErrInvalid)
+	sameFamily := func(a netip.Addr) bool { return a.Is4() == r.Dst.Addr().Is4() }
+	valid := r.Dst.IsValid()
+	if len(r.Multipath) > 0 {
+		valid = valid && !r.Via.IsValid() && r.Dev == ""
+		for _, v := range r.Multipath {
+			valid = valid && v.IsValid() && sameFamily(v)
+		}
+	} else {
+		valid = valid && (r.Via.IsValid() || r.Dev != "") && (!r.Via.IsValid() || sameFamily(r.Via))
+	}
+	if !valid {
+		return fmt.Errorf("add route %v in netns %s: %w: want a destination and a same-family gateway, device or multipath gateways", r, n.netns, ErrInvalid)
 	}
 	rt := &netlink.Route{Dst: prefixIPNet(r.Dst.Masked())}
 	if r.Via.IsValid() {
 		rt.Gw = r.Via.AsSlice()
+	}
+	for _, v := range r.Multipath {
+		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{Gw: v.AsSlice()})
 	}
 	if r.Dev != "" {
 		l, err := n.nl.LinkByName(r.Dev)
@@ -257,6 +288,24 @@ func (n *Node) AddRoute(r Route) error {
 	}
 	if err := n.nl.RouteAdd(rt); err != nil {
 		return fmt.Errorf("add route %v in netns %s: %w", r, n.netns, err)
+	}
+	return nil
+}
+
+// SetLinkUp sets interface dev of the node administratively up or down,
+// like `ip link set dev up|down`. Taking one end of a veth down takes the
+// carrier of the other end with it, so both nodes see the link fail.
+func (n *Node) SetLinkUp(dev string, up bool) error {
+	l, err := n.nl.LinkByName(dev)
+	if err == nil {
+		if up {
+			err = n.nl.LinkSetUp(l)
+		} else {
+			err = n.nl.LinkSetDown(l)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("set %s up=%t in netns %s: %w", dev, up, n.netns, err)
 	}
 	return nil
 }

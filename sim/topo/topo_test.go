@@ -785,3 +785,66 @@ func TestAddNodeRejectsBadNames(t *testing.T) {
 		t.Errorf("second AddNode(a): %v, want ErrInvalid", err)
 	}
 }
+
+func TestMultipathRouteAndLinkDown(t *testing.T) {
+	topo := newTopo(t)
+	n := addNodes(t, topo, "r", "x", "y")
+	for i, peer := range n[1:] {
+		_, err := topo.AddLink(
+			LinkEnd{Node: n[0], Addrs: []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.201.%d.1/24", i))}, Queues: 2},
+			LinkEnd{Node: peer, Addrs: []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.201.%d.2/24", i))}},
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n[0].EnableForwarding(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"net.ipv4.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_policy"} {
+		if v, err := n[0].Sysctl(s); err != nil || v != "1" {
+			t.Errorf("%s = %q, %v; want 1 (L4 hash) on a router", s, v, err)
+		}
+	}
+	gws := []netip.Addr{netip.MustParseAddr("10.201.0.2"), netip.MustParseAddr("10.201.1.2")}
+	if err := n[0].AddRoute(Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Multipath: gws}); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := n[0].Netlink().RouteListFiltered(netlink.FAMILY_V4,
+		&netlink.Route{Dst: &net.IPNet{IP: net.IPv4(192, 0, 2, 0).To4(), Mask: net.CIDRMask(24, 32)}}, netlink.RT_FILTER_DST)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || len(routes[0].MultiPath) != 2 {
+		t.Fatalf("routes to 192.0.2.0/24: %v, want one with two next hops", routes)
+	}
+	for i, nh := range routes[0].MultiPath {
+		if !nh.Gw.Equal(gws[i].AsSlice()) {
+			t.Errorf("next hop %d via %v, want %v", i, nh.Gw, gws[i])
+		}
+	}
+	lk, err := n[0].Netlink().LinkByName("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := lk.Attrs().NumTxQueues; q != 2 {
+		t.Errorf("r/x has %d tx queues, want 2", q)
+	}
+	if err := n[0].AddRoute(Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Via: gws[0], Multipath: gws}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("route with both Via and Multipath: %v, want ErrInvalid", err)
+	}
+
+	if err := n[0].SetLinkUp("x", false); err != nil {
+		t.Fatal(err)
+	}
+	lk, _ = n[0].Netlink().LinkByName("x")
+	if lk.Attrs().Flags&net.FlagUp != 0 {
+		t.Error("r/x still up after SetLinkUp(false)")
+	}
+	if err := n[0].SetLinkUp("x", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := n[0].SetLinkUp("nope", true); err == nil {
+		t.Error("SetLinkUp of a missing interface succeeded")
+	}
+}

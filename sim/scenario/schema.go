@@ -1,0 +1,244 @@
+package scenario
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/sluice-dp/sluice/dataplane/lb"
+)
+
+// Scenario is a validated scenario file.
+type Scenario struct {
+	// File is the path the scenario was read from, for reports.
+	File string
+	// Name identifies the scenario in reports.
+	Name string
+	// Description says what the scenario shows, for people.
+	Description string
+	Nodes       []Node
+	Links       []Link
+	Routes      []Route
+	// LB is the load balancer run on the LB nodes; nil for scenarios
+	// without one.
+	LB       *LBSpec
+	Services []Service
+	Steps    []Step
+}
+
+// Role is what a node plays in a topology; it decides how the node is set
+// up (see docs/scenarios.md).
+type Role string
+
+// Roles.
+const (
+	RoleClient  Role = "client"
+	RoleRouter  Role = "router"
+	RoleLB      Role = "lb"
+	RoleBackend Role = "backend"
+	RoleServer  Role = "server"
+)
+
+// Node is one network namespace.
+type Node struct {
+	Name string
+	Role Role
+	// Sysctls are extra net.* settings, applied in order after the role's.
+	Sysctls [][2]string
+}
+
+// Iface names an interface of a node, written "node/iface".
+type Iface struct{ Node, Name string }
+
+func (i Iface) String() string { return i.Node + "/" + i.Name }
+
+// LinkEnd is one end of a veth link.
+type LinkEnd struct {
+	Node string
+	// Iface defaults to the other end's node name.
+	Iface  string
+	MAC    net.HardwareAddr
+	Addrs  []netip.Prefix
+	Queues int
+}
+
+// Link is a veth pair.
+type Link struct{ A, B LinkEnd }
+
+// Route is a static route of a node; several gateways make an ECMP route.
+type Route struct {
+	Node string
+	Dst  netip.Prefix
+	Via  []netip.Addr
+}
+
+// LBSpec is the load balancer's configuration, the same on every LB node
+// it is attached to, as a control plane would keep it.
+type LBSpec struct {
+	Seed      uint64
+	RingSize  uint32
+	TunnelMTU int
+	GUEPort   uint16
+	// Attach are the interfaces the program runs on, one per LB node.
+	Attach []Iface
+	VIPs   []VIPSpec
+}
+
+// VIPSpec is one VIP with its options and backends.
+type VIPSpec struct {
+	VIP      lb.VIP
+	Options  lb.VIPOptions
+	Backends []lb.Backend
+}
+
+// Service is a real server run inside a node.
+type Service struct {
+	Node string
+	// HTTP is the address to serve HTTP on.
+	HTTP netip.AddrPort
+}
+
+// Step is one stage of a scenario: its events happen first, then its
+// traffic, then its assertions are evaluated.
+type Step struct {
+	Name    string
+	Events  []Event
+	Send    []Send
+	HTTP    []HTTPLoad
+	Capture []Iface
+	// Settle is how long to wait for the traffic to drain after the last
+	// packet was sent, at most.
+	Settle time.Duration
+	Expect []Assertion
+}
+
+// Send is crafted traffic injected at an interface: frames leave through
+// At toward the node at the link's other end.
+type Send struct {
+	At             Iface
+	Kind           string
+	Src            netip.Prefix
+	SrcPorts       [2]uint16
+	Dst            netip.AddrPort
+	Flows          int
+	PacketsPerFlow int
+	Payload        int
+	DF             bool
+	TTL            uint8
+	Seed           uint64
+}
+
+// HTTPLoad is real HTTP traffic from a node's own sockets.
+type HTTPLoad struct {
+	From        string
+	URL         string
+	Requests    int
+	Connections int
+	Timeout     time.Duration
+}
+
+// Event changes the running system between traffic steps. Exactly one of
+// its fields is set.
+type Event struct {
+	// SetBackends replaces a VIP's backends on every LB node.
+	SetBackends *SetBackends
+	// Link takes an interface down or up.
+	Link *LinkState
+	// Node takes every interface of a node down or up.
+	Node *NodeState
+}
+
+// SetBackends is the event that replaces a VIP's backends.
+type SetBackends struct {
+	VIP      lb.VIP
+	Backends []lb.Backend
+}
+
+// LinkState sets one interface down or up.
+type LinkState struct {
+	Iface Iface
+	Up    bool
+}
+
+// NodeState sets every interface of a node down or up.
+type NodeState struct {
+	Node string
+	Up   bool
+}
+
+// Assertion is one check of a step. Exactly one of the kind-specific
+// fields is set.
+type Assertion struct {
+	// Line is where the assertion is written, for reports.
+	Line          int
+	Encapsulation *EncapCheck
+	Distribution  *DistributionCheck
+	Consistency   *ConsistencyCheck
+	Disruption    *DisruptionCheck
+	Counters      *CountersCheck
+	Delivery      *DeliveryCheck
+	TooBig        *TooBigCheck
+}
+
+// EncapCheck: every packet captured at the given points is encapsulated as
+// expected and carries, intact, a packet that was sent.
+type EncapCheck struct {
+	At    []Iface
+	Encap lb.Encap
+	// OuterTTL is the expected outer TTL or hop limit; 0 leaves it
+	// unchecked.
+	OuterTTL uint8
+}
+
+// DistributionCheck: the step's flows to VIP spread over its backends in
+// proportion to their weights, each share within Tolerance.
+type DistributionCheck struct {
+	VIP       lb.VIP
+	Tolerance float64
+}
+
+// ConsistencyCheck: every flow of this step and of the steps With reached
+// one backend, the one Maglev predicts, whichever LB node handled it.
+type ConsistencyCheck struct {
+	With []string
+	// MinLBNodes is how many LB nodes must have handled the flows.
+	MinLBNodes int
+}
+
+// DisruptionCheck: of the flows of step Before seen again in this step, at
+// most MaxMoved (a fraction) reached another backend.
+type DisruptionCheck struct {
+	Before   string
+	MaxMoved float64
+}
+
+// CountersCheck: LB counter totals over CPUs (summed over LB nodes when
+// Node is empty) equal a value or fall in a range.
+type CountersCheck struct {
+	Node   string
+	Values []CounterValue
+}
+
+// CounterValue is an expected counter total, Min ≤ value ≤ Max.
+type CounterValue struct {
+	Name     string
+	Min, Max uint64
+}
+
+// DeliveryCheck: the step's real requests succeeded.
+type DeliveryCheck struct {
+	MinOK     int
+	MaxFailed int
+	Status    int
+	// MaxP99 bounds the 99th latency percentile; 0 leaves it unchecked.
+	MaxP99 time.Duration
+}
+
+// TooBigCheck: ICMP "fragmentation needed" / ICMPv6 "packet too big"
+// messages arrived at At, one per sent packet that exceeded the tunnel MTU,
+// advertising MTU.
+type TooBigCheck struct {
+	At    Iface
+	MTU   int
+	Count int
+}
