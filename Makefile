@@ -43,7 +43,7 @@ lint:
 	go tool staticcheck ./...
 
 quickstart: deps bpffs
-	go run ./cmd/sluice quickstart
+	go run ./cmd/sluice sim run scenarios/quickstart.yaml
 
 clean:
 	rm -rf bin

@@ -1,7 +1,6 @@
 // Command sluice is Sluice's command-line tool. This file only wires
 // command lines to the packages that do the work:
 //
-//	sluice quickstart [-mode native|generic]   the demonstration (sim/quickstart)
 //	sluice sim run [-mode M] [-json F] [-pcap-dir D] FILE...   scenarios (sim/scenario)
 //	sluice sim clean                            delete namespaces of killed runs (sim/topo)
 //	sluice bench [-out DIR] [-mode ...]         benchmarks (bench)
@@ -19,12 +18,10 @@ import (
 	"math"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/sluice-dp/sluice/bench"
 	"github.com/sluice-dp/sluice/dataplane/lb"
-	"github.com/sluice-dp/sluice/sim/quickstart"
 	"github.com/sluice-dp/sluice/sim/scenario"
 	"github.com/sluice-dp/sluice/sim/topo"
 )
@@ -60,8 +57,6 @@ const (
 const usage = `Usage: sluice <command> [flags]
 
 Commands:
-  quickstart   build a throwaway namespace topology, run the XDP load balancer
-               on it with real traffic and check where every packet went
   sim run      run YAML scenarios on real namespace topologies and report
   sim clean    delete the namespaces that killed simulator runs left behind
   bench        measure the load balancer's per-packet cost (results as JSON,
@@ -77,8 +72,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
-	case "quickstart":
-		return runQuickstart(ctx, args[1:], stdout, stderr)
 	case "sim":
 		return runSim(ctx, args[1:], stdout, stderr)
 	case "bench":
@@ -141,49 +134,6 @@ func (m *modeFlag) Set(s string) error {
 		return fmt.Errorf("want native or generic")
 	}
 	return nil
-}
-
-func runQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flags("sluice quickstart", "sluice quickstart [-mode native|generic]",
-		`Builds a throwaway topology of network namespaces (client, router, an LB
-node, three backends), loads Sluice's XDP load balancer on the LB node, sends
-300 UDP datagrams and 100 TCP SYNs from the client to the VIP 192.0.2.10, and
-checks that every packet reached exactly one backend, the one the balancer
-names. Needs root. Every namespace is deleted on exit, also on Ctrl-C.`, stderr)
-	mode := &modeFlag{mode: lb.Native}
-	fs.Var(mode, "mode", "XDP attach `mode` of the load balancer: native (default) or generic")
-	if status, done := parse(fs, args); done {
-		return status
-	}
-
-	fmt.Fprintf(stdout, "sluice quickstart: the XDP load balancer between real namespaces (%v mode)\n\n", mode.mode)
-	res, err := quickstart.Run(ctx, quickstart.Options{Mode: mode.mode, Progress: stdout})
-	if res != nil && len(res.Checks) > 0 {
-		if werr := res.WriteReport(stdout); werr != nil {
-			err = errors.Join(err, werr)
-		}
-	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		msg := "interrupted, namespaces deleted"
-		if err != context.Canceled { // cleanup failed too
-			msg = fmt.Sprintf("interrupted: %v", err)
-		}
-		fmt.Fprintf(stderr, "sluice quickstart: %s\n", msg)
-		return exitFail
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "sluice quickstart: %v\n", err)
-		return exitFail
-	}
-	if failed := res.Failed(); len(failed) > 0 {
-		names := make([]string, len(failed))
-		for i, c := range failed {
-			names[i] = c.Name
-		}
-		fmt.Fprintf(stderr, "sluice quickstart: %d of %d checks failed: %s\n", len(failed), len(res.Checks), strings.Join(names, "; "))
-		return exitFail
-	}
-	return exitOK
 }
 
 func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
