@@ -1,40 +1,25 @@
 package lb
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"testing"
 
-	"github.com/sluice-dp/sluice/ctl/jhash"
+	"github.com/sluice-dp/sluice/ctl/flowhash"
 	"github.com/sluice-dp/sluice/ctl/maglev"
 )
 
 // This file is the tests' independent model of the program's choices: the
-// flow hash from ctl/jhash and the ring from ctl/maglev, computed from the
+// flow hash from ctl/flowhash and the ring from ctl/maglev, computed from the
 // wire format of docs/lb.md, never from the program's output.
 
-// modelWords lays an address out as hash input: big-endian 32-bit words,
-// one for IPv4 and four for IPv6.
-func modelWords(a netip.Addr) []uint32 {
-	b := a.AsSlice()
-	w := make([]uint32, len(b)/4)
-	for i := range w {
-		w[i] = binary.BigEndian.Uint32(b[4*i:])
-	}
-	return w
-}
-
-// modelFlowHash is the 5-tuple hash of a client→VIP flow, seeded with the
-// low 32 bits of Config.Seed as the program does.
+// modelFlowHash is the 5-tuple hash of a client→VIP flow (ctl/flowhash).
 func modelFlowHash(client, vip netip.AddrPort, seed uint64) uint32 {
-	w := append(modelWords(client.Addr()), modelWords(vip.Addr())...)
-	w = append(w, uint32(client.Port())<<16|uint32(vip.Port()))
-	return jhash.Words(w, uint32(seed))
+	return flowhash.Tuple(client, vip, seed)
 }
 
 // modelSrcHash is the client-affinity hash of source-hash VIPs.
 func modelSrcHash(client netip.Addr, seed uint64) uint32 {
-	return jhash.Words(modelWords(client), uint32(seed))
+	return flowhash.Source(client, seed)
 }
 
 // modelRing is a VIP's Maglev ring: its up backends in a table built by

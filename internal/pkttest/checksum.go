@@ -59,6 +59,11 @@ func VerifyChecksums(t testing.TB, pkt gopacket.Packet, opts ...Option) {
 //
 // gopacket is used only to find where each header starts; fragments are
 // skipped because their transport checksum covers bytes they do not hold.
+// Whether gopacket could make sense of the application payload does not
+// matter: a UDP datagram to port 53 that is not DNS, or one too short to
+// be, is judged by its checksum like any other, and only headers up to the
+// transport header that state more bytes than are present make a packet
+// truncated.
 func Checksums(pkt gopacket.Packet, opts ...Option) []error {
 	return checksums(pkt, collect(opts).guePort, "", 0)
 }
@@ -75,7 +80,7 @@ func checksums(pkt gopacket.Packet, guePort uint16, where string, depth int) []e
 	// In a truncated packet only IPv4 header checksums can be verified: the
 	// others cover bytes that are missing, and reporting them would bury
 	// the real problem.
-	truncated := pkt.Metadata().Truncated
+	truncated := truncatedHeaders(pkt)
 	if truncated {
 		errs = append(errs, fmt.Errorf("%spacket is truncated: a header states more bytes than are present", where))
 	}
@@ -138,6 +143,60 @@ func checksums(pkt gopacket.Packet, guePort uint16, where string, depth int) []e
 		}
 	}
 	return errs
+}
+
+// truncatedHeaders reports whether an IP, IPv6 extension or transport
+// header of pkt is cut short or states more bytes than follow it: then the
+// checksums that cover those bytes cannot be verified. gopacket's own
+// Truncated flag is not enough, because it is also set when a layer above
+// the transport (DNS on port 53, say) finds the payload too short for its
+// format, which says nothing about the packet's checksums.
+func truncatedHeaders(pkt gopacket.Packet) bool {
+	if !pkt.Metadata().Truncated {
+		return false // gopacket noticed nothing, at no layer
+	}
+	ls := pkt.Layers()
+	for i, l := range ls {
+		switch l := l.(type) {
+		case *layers.IPv4:
+			if int(l.Length) > len(l.Contents)+len(l.Payload) {
+				return true
+			}
+		case *layers.IPv6:
+			// Length 0 is a jumbogram, whose length is in an option.
+			if l.Length != 0 && int(l.Length) > len(l.Payload) {
+				return true
+			}
+		case *layers.UDP:
+			if int(l.Length) > len(l.Contents)+len(l.Payload) {
+				return true
+			}
+		case *gopacket.DecodeFailure:
+			// A header that could not be decoded at all counts when it
+			// is the network or transport header, not when it is the
+			// application payload of a transport.
+			if !afterTransport(ls, i) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// afterTransport reports whether layer i of ls follows a transport (or
+// ICMP) header that was decoded, so that it is application payload rather
+// than a header Checksums verifies. gopacket leaves an empty TCP layer
+// before the failure when a TCP header is cut short: that one does not
+// count.
+func afterTransport(ls []gopacket.Layer, i int) bool {
+	if i == 0 || len(ls[i-1].LayerContents()) == 0 {
+		return false
+	}
+	switch ls[i-1].(type) {
+	case *layers.TCP, *layers.UDP, *layers.ICMPv4, *layers.ICMPv6:
+		return true
+	}
+	return false
 }
 
 // pseudoHeader builds the header that TCP, UDP and ICMPv6 checksums cover

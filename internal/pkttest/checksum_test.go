@@ -1,6 +1,7 @@
 package pkttest
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -192,5 +193,58 @@ func TestVerifyChecksums(t *testing.T) {
 	VerifyChecksums(r, Decode(fr))
 	if len(r.errors) != 1 || !strings.Contains(r.errors[0], "TCP") {
 		t.Errorf("corrupt TCP checksum: reported %v", r.errors)
+	}
+}
+
+// TestChecksumsUndecodablePayload sends UDP to port 53 with payloads that
+// are not DNS: gopacket fails to decode them (and calls the ones shorter
+// than a DNS header truncated), which must not count as a checksum error,
+// while a flipped payload byte still must.
+func TestChecksumsUndecodablePayload(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		flow Flow
+	}{
+		{"IPv4 short", Flow{Src: flow4.Src, Dst: netip.AddrPortFrom(flow4.Dst.Addr(), 53), Payload: []byte("not dns")}},
+		{"IPv4 long", Flow{Src: flow4.Src, Dst: netip.AddrPortFrom(flow4.Dst.Addr(), 53), Payload: []byte("sluice udp #1234: not a DNS message")}},
+		{"IPv6 short", Flow{Src: flow6.Src, Dst: netip.AddrPortFrom(flow6.Dst.Addr(), 53), Payload: []byte("x")}},
+		{"IPv6 empty", Flow{Src: flow6.Src, Dst: netip.AddrPortFrom(flow6.Dst.Addr(), 53)}},
+	} {
+		fr := UDP(tc.flow)
+		pkt := Decode(fr)
+		if pkt.ErrorLayer() == nil && len(tc.flow.Payload) > 0 {
+			t.Errorf("%s: gopacket decoded the payload as %v; the case tests nothing", tc.name, pkt.Layers())
+		}
+		if errs := Checksums(pkt); len(errs) != 0 {
+			t.Errorf("%s, correct checksum: %v", tc.name, errs)
+		}
+		if len(tc.flow.Payload) == 0 {
+			continue
+		}
+		fr[len(fr)-1] ^= 0x40
+		errs := Checksums(Decode(fr))
+		if len(errs) != 1 || !strings.Contains(errs[0].Error(), "UDP") || !strings.Contains(errs[0].Error(), "checksum") {
+			t.Errorf("%s, payload byte flipped: errors %v, want one UDP checksum error", tc.name, errs)
+		}
+	}
+}
+
+// TestChecksumsUndecodablePayloadInGUE is the same inside a GUE tunnel,
+// where the inner packet is decoded separately.
+func TestChecksumsUndecodablePayloadInGUE(t *testing.T) {
+	inner := IPPacket(UDP(Flow{Src: flow4.Src, Dst: netip.AddrPortFrom(flow4.Dst.Addr(), 53), Payload: []byte("sluice f3 p0 not dns at all")}))
+	fr := GUE(tunnel4, inner)
+	if errs := Checksums(Decode(fr)); len(errs) != 0 {
+		t.Errorf("correct checksums: %v", errs)
+	}
+	if p, err := InnerPacket(Decode(fr), DefaultGUEPort); p == nil || err != nil {
+		t.Errorf("InnerPacket: %v, %v; want the inner packet without error", p, err)
+	}
+	// The flip goes into the inner payload, covered by the inner UDP
+	// checksum and by the outer one.
+	fr[len(fr)-1] ^= 0x40
+	errs := Checksums(Decode(fr))
+	if len(errs) != 2 || !strings.Contains(errs[0].Error(), "UDP") || !strings.Contains(errs[1].Error(), "GUE/UDP") {
+		t.Errorf("payload byte flipped: errors %v, want the outer and the inner UDP checksum reported", errs)
 	}
 }

@@ -125,8 +125,26 @@ func decodeIP(b []byte) (gopacket.Packet, error) {
 		return nil, fmt.Errorf("inner packet starts with IP version %d, not 4 or 6", b[0]>>4)
 	}
 	inner := gopacket.NewPacket(b, first, gopacket.Default)
-	if e := inner.ErrorLayer(); e != nil {
-		return inner, fmt.Errorf("inner packet: %w", e.Error())
+	if err := headerError(inner); err != nil {
+		return inner, fmt.Errorf("inner packet: %w", err)
 	}
 	return inner, nil
+}
+
+// headerError returns gopacket's decoding error of pkt when it is about a
+// network or transport header. A payload that gopacket fails to decode as
+// an application protocol (DNS on port 53 that is not DNS) is no error of
+// the packet: it is the application's business.
+func headerError(pkt gopacket.Packet) error {
+	e := pkt.ErrorLayer()
+	if e == nil {
+		return nil
+	}
+	ls := pkt.Layers()
+	for i, l := range ls {
+		if l == e && afterTransport(ls, i) {
+			return nil
+		}
+	}
+	return e.Error()
 }

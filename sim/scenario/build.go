@@ -108,6 +108,9 @@ func (w *world) build(mode lb.Mode) error {
 			return err
 		}
 	}
+	if testHooks.built != nil {
+		return testHooks.built()
+	}
 	return nil
 }
 
@@ -178,6 +181,14 @@ func (w *world) sink(name string) error {
 }
 
 func (w *world) startService(s Service) error {
+	if s.UDP.IsValid() {
+		stop, err := traffic.ServeUDPEcho(w.nodes[s.Node], s.UDP)
+		if err != nil {
+			return fmt.Errorf("serve udp echo on %v in %s: %w", s.UDP, s.Node, err)
+		}
+		w.closers = append(w.closers, stop)
+		return nil
+	}
 	stop, err := traffic.ServeHTTP(w.nodes[s.Node], s.HTTP)
 	if err != nil {
 		return fmt.Errorf("serve http on %v in %s: %w", s.HTTP, s.Node, err)

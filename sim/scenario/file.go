@@ -160,8 +160,17 @@ func (d *decoder) service(n *yaml.Node, path string, sc *Scenario) {
 	var s Service
 	d.mapping(n, path, map[string]field{
 		"node": {true, func(n *yaml.Node, p string) { d.str(n, p, &s.Node) }},
-		"http": {true, func(n *yaml.Node, p string) { s.HTTP, _ = d.addrPort(n, p) }},
+		"http": {false, func(n *yaml.Node, p string) { s.HTTP, _ = d.addrPort(n, p) }},
+		"udp": {false, func(n *yaml.Node, p string) {
+			var ok bool
+			if s.UDP, ok = d.addrPort(n, p); ok && s.UDP.Port() == 0 {
+				d.fail(n, p, "%v: want a port other than 0", s.UDP)
+			}
+		}},
 	})
+	if n.Kind == yaml.MappingNode && !hasKey(n, "http") == !hasKey(n, "udp") {
+		d.fail(n, path, "want exactly one of http and udp")
+	}
 	sc.Services = append(sc.Services, s)
 }
 
@@ -172,6 +181,7 @@ func (d *decoder) step(n *yaml.Node, path string, sc *Scenario) {
 		"events":  {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.event(n, p, &st) }) }},
 		"send":    {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.send(n, p, &st) }) }},
 		"http":    {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.http(n, p, &st) }) }},
+		"udp":     {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.udp(n, p, &st) }) }},
 		"capture": {false, func(n *yaml.Node, p string) { d.ifaces(n, p, &st.Capture) }},
 		"settle":  {false, func(n *yaml.Node, p string) { d.duration(n, p, &st.Settle) }},
 		"expect":  {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.assertion(n, p, &st) }) }},
@@ -232,6 +242,37 @@ func (d *decoder) http(n *yaml.Node, path string, st *Step) {
 		"timeout":     {false, func(n *yaml.Node, p string) { d.duration(n, p, &h.Timeout) }},
 	})
 	st.HTTP = append(st.HTTP, h)
+}
+
+// maxUDPRequests bounds udp[].requests: traffic.UDPRequests opens a
+// socket, and so takes an ephemeral port, per request, and Linux's default
+// ephemeral range holds about 28,000.
+const maxUDPRequests = 20_000
+
+func (d *decoder) udp(n *yaml.Node, path string, st *Step) {
+	u := UDPLoad{Requests: 100, Timeout: traffic.DefaultUDPTimeout}
+	d.mapping(n, path, map[string]field{
+		"from": {true, func(n *yaml.Node, p string) { d.str(n, p, &u.From) }},
+		"dst": {true, func(n *yaml.Node, p string) {
+			var ok bool
+			if u.Dst, ok = d.addrPort(n, p); ok && u.Dst.Port() == 0 {
+				d.fail(n, p, "%v: want a port other than 0", u.Dst)
+			}
+		}},
+		"requests": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, maxUDPRequests, &u.Requests) }},
+		"timeout":  {false, func(n *yaml.Node, p string) { d.duration(n, p, &u.Timeout) }},
+	})
+	st.UDP = append(st.UDP, u)
+}
+
+// hasKey reports whether the mapping n has the key k.
+func hasKey(n *yaml.Node, k string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == k {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *decoder) upDown(n *yaml.Node, path string, up *bool) {

@@ -1,18 +1,17 @@
 package scenario
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 
-	"github.com/sluice-dp/sluice/ctl/jhash"
+	"github.com/sluice-dp/sluice/ctl/flowhash"
 	"github.com/sluice-dp/sluice/ctl/maglev"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 )
 
 // This file is the engine's independent model of the load balancer's
 // choices, from the wire format of docs/lb.md: the flow hash from
-// ctl/jhash and the ring from ctl/maglev, never from the program's output.
+// ctl/flowhash and the ring from ctl/maglev, never from the program's output.
 
 // flowKey identifies a client flow by its 5-tuple; ICMP flows have port 0.
 type flowKey struct {
@@ -38,25 +37,13 @@ func protoName(p uint8) string {
 	return fmt.Sprintf("proto %d", p)
 }
 
-// words lays an address out as hash input: big-endian 32-bit words.
-func words(a netip.Addr) []uint32 {
-	b := a.AsSlice()
-	w := make([]uint32, len(b)/4)
-	for i := range w {
-		w[i] = binary.BigEndian.Uint32(b[4*i:])
-	}
-	return w
-}
-
-// flowHash is the program's hash of a flow: the 5-tuple words, or only the
-// source address for a source-hash VIP, seeded with the seed's low 32 bits.
+// flowHash is the program's hash of a flow: the 5-tuple, or only the
+// source address for a source-hash VIP.
 func flowHash(f flowKey, sourceHash bool, seed uint64) uint32 {
 	if sourceHash {
-		return jhash.Words(words(f.Src.Addr()), uint32(seed))
+		return flowhash.Source(f.Src.Addr(), seed)
 	}
-	w := append(words(f.Src.Addr()), words(f.Dst.Addr())...)
-	w = append(w, uint32(f.Src.Port())<<16|uint32(f.Dst.Port()))
-	return jhash.Words(w, uint32(seed))
+	return flowhash.Tuple(f.Src, f.Dst, seed)
 }
 
 // tupleHash is the 5-tuple hash whatever the VIP's options: the GUE

@@ -45,6 +45,7 @@ type stepData struct {
 	// landed maps each flow to the backends and LB nodes it was seen at.
 	landed map[flowKey]*landing
 	http   []httpOutcome
+	udp    []udpOutcome
 }
 
 // landing is where a flow's packets arrived.

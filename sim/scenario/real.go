@@ -25,3 +25,20 @@ func (r *runner) http(ctx context.Context, h HTTPLoad) (httpOutcome, error) {
 		res.Percentile(50), res.Percentile(99))
 	return httpOutcome{spec: h, res: res}, nil
 }
+
+// udpOutcome is one udp: load of a step and what it got.
+type udpOutcome struct {
+	spec UDPLoad
+	res  traffic.UDPResult
+}
+
+// udp runs one UDP request/response load from a node's own sockets.
+func (r *runner) udp(ctx context.Context, u UDPLoad) (udpOutcome, error) {
+	res, err := traffic.UDPRequests(ctx, r.w.nodes[u.From], u.Dst, u.Requests, u.Timeout)
+	if err != nil {
+		return udpOutcome{}, fmt.Errorf("udp from %s to %v: %w", u.From, u.Dst, err)
+	}
+	r.say("  udp %v from %s: %d sent, %d answered, p50 %v, p99 %v", u.Dst, u.From, res.Sent, res.Answered,
+		res.Percentile(50), res.Percentile(99))
+	return udpOutcome{spec: u, res: res}, nil
+}

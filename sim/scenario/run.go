@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -33,6 +34,10 @@ type Options struct {
 	Progress io.Writer
 }
 
+// ErrPanic marks the error of a run that panicked; the panic's value and
+// stack are in the message, and the run's topology was torn down.
+var ErrPanic = errors.New("panic")
+
 // defaultSettle bounds how long a step waits for its traffic to drain.
 const defaultSettle = 2 * time.Second
 
@@ -40,7 +45,10 @@ const defaultSettle = 2 * time.Second
 // assertions. An error means the scenario could not run to the end (setup
 // failed, ctx cancelled); failed assertions are in the Result, which is
 // filled as far as the run got either way. Every namespace, link and BPF
-// object of the run is gone when Run returns, also after a panic.
+// object of the run is gone when Run returns, also after a panic: a panic
+// in the goroutine of Run (in a step, an event, an assertion) is recovered
+// after teardown and returned as an error wrapping ErrPanic, with the
+// panic's value and stack. A panic in another goroutine is not caught.
 func Run(ctx context.Context, sc *Scenario, opts Options) (res *Result, err error) {
 	if opts.Mode != lb.Native && opts.Mode != lb.Generic {
 		return nil, fmt.Errorf("run %s: %w: unknown xdp mode %v", sc.Name, ErrInvalid, opts.Mode)
@@ -57,6 +65,15 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (res *Result, err erro
 			res.Error = err.Error()
 		}
 	}()
+	// A panic inside the run (a bug of the engine or of what it drives)
+	// is turned into the run's error, after the deferred teardown below
+	// has deleted everything; a panic in another goroutine cannot be
+	// caught here and ends the program.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("run %s: %w: %v\n%s", sc.Name, ErrPanic, p, debug.Stack())
+		}
+	}()
 	say := func(format string, args ...any) {
 		fmt.Fprintf(progress, "[%s %s] %s\n", sc.Name, opts.Mode, fmt.Sprintf(format, args...))
 	}
@@ -69,6 +86,13 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (res *Result, err erro
 	w := &world{sc: sc, topo: t, nodes: map[string]*topo.Node{}, ends: map[Iface]topo.Endpoint{},
 		peers: map[Iface]topo.Endpoint{}, backends: map[lb.VIP][]lb.Backend{}}
 	defer func() {
+		if testHooks.loaded != nil {
+			objs, oerr := w.bpfObjects()
+			if oerr != nil {
+				slog.Warn("list bpf objects of run", "prefix", t.Prefix(), "err", oerr)
+			}
+			testHooks.loaded(objs)
+		}
 		if cerr := w.close(); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
@@ -116,6 +140,9 @@ type runner struct {
 func (r *runner) step(ctx context.Context, st Step) (sr StepResult, err error) {
 	start := time.Now()
 	sr.Name = st.Name
+	if testHooks.step != nil {
+		testHooks.step(st.Name)
+	}
 	defer func() { sr.Duration = time.Since(start) }()
 	for _, e := range st.Events {
 		desc, err := r.event(e)
@@ -167,6 +194,15 @@ func (r *runner) step(ctx context.Context, st Step) (sr StepResult, err error) {
 		data.http = append(data.http, out)
 		sr.Sent += out.res.OK + out.res.Failed
 		sr.Received += out.res.OK
+	}
+	for _, u := range st.UDP {
+		out, err := r.udp(ctx, u)
+		if err != nil {
+			return sr, err
+		}
+		data.udp = append(data.udp, out)
+		sr.Sent += out.res.Sent
+		sr.Received += out.res.Answered
 	}
 	settle := st.Settle
 	if settle == 0 {

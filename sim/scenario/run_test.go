@@ -130,3 +130,55 @@ func TestCancelledRunCleansUp(t *testing.T) {
 	}
 	assertNoNamespaces(t, res.Prefix)
 }
+
+// udpScenario has a UDP echo server on port 5300 only, and asks for
+// answers from 5300 and from 5301.
+const udpScenario = `name: udp
+description: UDP requests to a served and to an unserved port
+nodes:
+  client: {role: client}
+  router: {role: router}
+  server: {role: server}
+links:
+  - a: {node: client, addrs: [10.0.1.2/24]}
+    b: {node: router, addrs: [10.0.1.1/24]}
+  - a: {node: router, addrs: [10.0.2.1/24]}
+    b: {node: server, addrs: [10.0.2.2/24]}
+routes:
+  - {node: client, dst: 0.0.0.0/0, via: 10.0.1.1}
+  - {node: server, dst: 0.0.0.0/0, via: 10.0.2.1}
+services:
+  - {node: server, udp: 10.0.2.2:5300}
+steps:
+  - name: served
+    udp:
+      - {from: client, dst: 10.0.2.2:5300, requests: 40, timeout: 2s}
+    expect:
+      - delivery: {min_ok: 40}
+  - name: unserved
+    udp:
+      - {from: client, dst: 10.0.2.2:5301, requests: 20, timeout: 200ms}
+    expect:
+      - delivery: {min_ok: 1}
+`
+
+// TestUDPDelivery checks that the delivery assertion counts UDP answers
+// and fails when they do not come.
+func TestUDPDelivery(t *testing.T) {
+	testenv.RequirePriv(t)
+	sc, err := Parse("udp.yaml", []byte(udpScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runChecked(t, sc, lb.Generic)
+	if res == nil || len(res.Steps) != 2 {
+		t.Fatalf("result %+v, want two steps", res)
+	}
+	served, unserved := res.Steps[0], res.Steps[1]
+	if a := served.Assertions[0]; !a.Passed || !strings.Contains(a.Observed, "udp 40 answered, 0 unanswered") || served.Sent != 40 || served.Received != 40 {
+		t.Errorf("served port: %+v, sent %d, received %d; want 40 of 40 answered", a, served.Sent, served.Received)
+	}
+	if a := unserved.Assertions[0]; a.Passed || !strings.Contains(a.Observed, "udp 0 answered, 20 unanswered") || unserved.Received != 0 {
+		t.Errorf("unserved port: %+v, received %d; want a failure with 20 unanswered", a, unserved.Received)
+	}
+}

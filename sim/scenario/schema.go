@@ -91,11 +91,14 @@ type VIPSpec struct {
 	Backends []lb.Backend
 }
 
-// Service is a real server run inside a node.
+// Service is a real server run inside a node. Exactly one of HTTP and UDP
+// is set.
 type Service struct {
 	Node string
 	// HTTP is the address to serve HTTP on.
 	HTTP netip.AddrPort
+	// UDP is the address of a UDP echo server (traffic.ServeUDPEcho).
+	UDP netip.AddrPort
 }
 
 // Step is one stage of a scenario: its events happen first, then its
@@ -105,6 +108,7 @@ type Step struct {
 	Events  []Event
 	Send    []Send
 	HTTP    []HTTPLoad
+	UDP     []UDPLoad
 	Capture []Iface
 	// Settle is how long to wait for the traffic to drain after the last
 	// packet was sent, at most.
@@ -135,6 +139,16 @@ type HTTPLoad struct {
 	Requests    int
 	Connections int
 	Timeout     time.Duration
+}
+
+// UDPLoad is real UDP request/response traffic from a node's own sockets
+// to a UDP echo service: Requests datagrams, each from its own socket and
+// source port, each waiting up to Timeout for its answer.
+type UDPLoad struct {
+	From     string
+	Dst      netip.AddrPort
+	Requests int
+	Timeout  time.Duration
 }
 
 // Event changes the running system between traffic steps. Exactly one of
@@ -225,7 +239,9 @@ type CounterValue struct {
 	Min, Max uint64
 }
 
-// DeliveryCheck: the step's real requests succeeded.
+// DeliveryCheck: the step's real requests succeeded. HTTP requests count
+// as answered with a complete 2xx response and Status; UDP requests with
+// their echo back in time; latencies of both are pooled.
 type DeliveryCheck struct {
 	MinOK     int
 	MaxFailed int

@@ -106,6 +106,14 @@ func TestParseRejects(t *testing.T) {
 		{"fraction out of range", "- counters: {values: {tx: 1}}", "- disruption: {before: one, max_moved: 150%}", `bad.yaml:30: steps[0].expect[1].disruption.max_moved: "150%": want a fraction`},
 		{"counter range reversed", "tx: 1}", "tx: [5, 1]}", "bad.yaml:30: steps[0].expect[1].counters.values.tx: [5, 1]: want min ≤ max"},
 		{"missing required key", "description: a test\n", "", "bad.yaml:1: description: missing, required"},
+		{"udp from unknown node", "    capture: [backend1/router]", "    udp:\n      - {from: clinet, dst: 10.0.3.2:53}\n    capture: [backend1/router]", `bad.yaml:28: steps[0].udp[0].from: no node named "clinet"`},
+		{"udp to port 0", "    capture: [backend1/router]", "    udp:\n      - {from: client, dst: 10.0.3.2:0}\n    capture: [backend1/router]", "bad.yaml:28: steps[0].udp[0].dst: 10.0.3.2:0: want a port other than 0"},
+		{"udp requests out of range", "    capture: [backend1/router]", "    udp:\n      - {from: client, dst: 10.0.3.2:53, requests: 0}\n    capture: [backend1/router]", "bad.yaml:28: steps[0].udp[0].requests: 0: want a whole number from 1 to 20000"},
+		{"udp unknown key", "    capture: [backend1/router]", "    udp:\n      - {from: client, dst: 10.0.3.2:53, count: 5}\n    capture: [backend1/router]", "bad.yaml:28: steps[0].udp[0].count: unknown key, want one of dst, from, requests, timeout"},
+		{"delivery without requests", "- counters: {values: {tx: 1}}", "- delivery: {min_ok: 1}", "bad.yaml:30: steps[0].expect[1].delivery: the step sends no http: or udp: requests"},
+		{"service with http and udp", "steps:\n", "services:\n  - {node: backend1, http: 10.0.3.2:80, udp: 10.0.3.2:53}\nsteps:\n", "bad.yaml:24: services[0]: want exactly one of http and udp"},
+		{"service with neither", "steps:\n", "services:\n  - {node: backend1}\nsteps:\n", "bad.yaml:24: services[0]: want exactly one of http and udp"},
+		{"udp service on the gue port", "steps:\n", "services:\n  - {node: backend1, udp: 10.0.3.2:6080}\nsteps:\n", "bad.yaml:24: services[0].udp: port 6080 is the GUE port"},
 		{"sysctl outside net", "client: {role: client}", "client: {role: client, sysctls: {kernel.panic: 1}}", "bad.yaml:4: nodes.client.sysctls.kernel.panic: want a net.* sysctl name"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

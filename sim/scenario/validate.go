@@ -105,7 +105,10 @@ func validate(d *decoder, sc *Scenario) {
 		}
 	}
 	for i, s := range sc.Services {
-		nodeRef(fmt.Sprintf("services[%d].node", i), s.Node)
+		p := fmt.Sprintf("services[%d]", i)
+		if nodeRef(p+".node", s.Node) && s.UDP.IsValid() && roles[s.Node] == RoleBackend && s.UDP.Port() == guePort(sc.LB) {
+			d.failAt(d.line(p+".udp"), p+".udp", "port %d is the GUE port a backend receives tunnelled packets on: want another", s.UDP.Port())
+		}
 	}
 	validateSteps(d, sc, nodeRef, ifaceRef)
 }
@@ -206,6 +209,9 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 		for j, h := range st.HTTP {
 			nodeRef(fmt.Sprintf("%s.http[%d].from", p, j), h.From)
 		}
+		for j, u := range st.UDP {
+			nodeRef(fmt.Sprintf("%s.udp[%d].from", p, j), u.From)
+		}
 		for j, c := range st.Capture {
 			cp := p + ".capture"
 			if len(st.Capture) > 1 {
@@ -249,8 +255,8 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 					d.failAt(d.line(ap+".counters.node"), ap+".counters.node", "%q: want a node the lb is attached to", a.Counters.Node)
 				}
 			case a.Delivery != nil:
-				if len(st.HTTP) == 0 {
-					d.failAt(a.Line, ap+".delivery", "the step sends no http: requests")
+				if len(st.HTTP) == 0 && len(st.UDP) == 0 {
+					d.failAt(a.Line, ap+".delivery", "the step sends no http: or udp: requests")
 				}
 			case a.TooBig != nil:
 				tp := ap + ".too_big.at"
