@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+)
+
+// Counters are the programs' counters summed over CPUs.
+type Counters struct {
+	// Stats maps each counter of the C enum agent_stat, named in lower case
+	// without its AGENT_STAT_ prefix ("deliver_local", "drop_unknown_vip"),
+	// to its total. On egress the verdicts pass, deliver_local,
+	// deliver_transparent and drop count every packet once, and each drop
+	// also counts exactly one drop_* reason, each pass one pass_* reason;
+	// on ingress reply_pass, reply_rewritten and reply_drop do the same.
+	Stats map[string]uint64
+	// Connections is the number of entries in the connection table, expired
+	// ones that nothing has removed yet included.
+	Connections int
+}
+
+// statNames reads the counter names from the program's BTF, so that adding
+// a counter in C needs no change here.
+func statNames(spec *ebpf.CollectionSpec) ([]string, error) {
+	var e *btf.Enum
+	if err := spec.Types.TypeByName("agent_stat", &e); err != nil {
+		return nil, fmt.Errorf("find enum agent_stat: %w", err)
+	}
+	var names []string
+	for _, v := range e.Values {
+		if v.Name == "AGENT_STAT_MAX" {
+			continue
+		}
+		if int(v.Value) != len(names) {
+			return nil, fmt.Errorf("enum agent_stat: %s = %d: %w", v.Name, v.Value, errors.ErrUnsupported)
+		}
+		names = append(names, strings.ToLower(strings.TrimPrefix(v.Name, "AGENT_STAT_")))
+	}
+	return names, nil
+}
+
+// Counters reads every counter and counts the connection table's entries.
+func (a *Agent) Counters() (Counters, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := Counters{Stats: make(map[string]uint64, len(a.names))}
+	for i, name := range a.names {
+		var per []uint64
+		if err := a.objs.Stats.Lookup(uint32(i), &per); err != nil {
+			return Counters{}, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		for _, v := range per {
+			c.Stats[name] += v
+		}
+	}
+	var (
+		k agentConnKey
+		v agentConnState
+	)
+	it := a.objs.Conns.Iterate()
+	for it.Next(&k, &v) {
+		c.Connections++
+	}
+	if err := it.Err(); err != nil {
+		return Counters{}, fmt.Errorf("count connections: %w", err)
+	}
+	return c, nil
+}
