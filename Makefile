@@ -48,3 +48,11 @@ quickstart: deps bpffs
 clean:
 	rm -rf bin
 	rm -f bench/results/*.tmp
+
+# Kernel matrix (docs/kernels.md): the tests inside qemu guests per kernel.
+KERNELS ?= 6.1 6.12
+PKGS ?= ./...
+.PHONY: vm-test
+vm-test:
+	@bash scripts/vm-deps.sh $(KERNELS)
+	go run ./vm/cmd/vmmatrix -kernels "$(KERNELS)" $(PKGS)

@@ -460,27 +460,32 @@ static __always_inline int choose(struct lb_config *cfg, struct pkt *p, struct v
 	out->real = ring_pick(cfg, vip->id, hring, &out->real_id);
 	if (!out->real)
 		return -1;
-	if (table && insert && !rst) {
-		/* Only UDP entries expire: a TCP entry keeps atime 0 and the
-		 * miss path spares a helper call (about 20 ns here). */
-		if (!now && p->proto == IPPROTO_UDP)
-			now = bpf_ktime_get_coarse_ns();
-		if (st) {
-			/* The table is this CPU's alone and XDP does not nest on a
-			 * CPU, so rewriting in place is safe, and it spares the
-			 * LRU an allocation and a free. */
-			st->real = out->real_id;
-			st->gen = out->real->gen;
-			st->atime = now;
-		} else {
-			struct flow_state fresh = {
-				.real = out->real_id,
-				.gen = out->real->gen,
-				.atime = now,
-			};
-			bpf_map_update_elem(table, &key, &fresh, BPF_ANY);
-		}
+	if (!table || !insert || rst)
+		return 0;
+	/* Only UDP entries expire: a TCP entry keeps atime 0 and the miss path
+	 * spares a helper call (about 20 ns here). */
+	if (!now && p->proto == IPPROTO_UDP)
+		now = bpf_ktime_get_coarse_ns();
+	if (st) {
+		/* The table is this CPU's alone and XDP does not nest on a CPU,
+		 * so rewriting in place is safe, and it spares the LRU an
+		 * allocation and a free. */
+		st->real = out->real_id;
+		st->gen = out->real->gen;
+		st->atime = now;
+		return 0;
 	}
+	struct flow_state fresh = {
+		.real = out->real_id,
+		.gen = out->real->gen,
+		.atime = now,
+	};
+	/* Linux 6.1's verifier loses the link between table and the combined
+	 * condition above when clang merges it into one flag: test the map
+	 * pointer again right where it is used. */
+	asm volatile("" : "+r"(table));
+	if (table)
+		bpf_map_update_elem(table, &key, &fresh, BPF_ANY);
 	return 0;
 }
 
