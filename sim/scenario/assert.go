@@ -73,6 +73,15 @@ func (r *runner) evaluate(a Assertion, data *stepData) (AssertionResult, error) 
 	case a.Delivery != nil:
 		res.Kind = "delivery"
 		delivery(a.Delivery, data, &res)
+	case a.NoReplies != nil:
+		res.Kind = "no_replies"
+		r.noReplies(a.NoReplies, data, &res)
+	case a.RepliesFrom != nil:
+		res.Kind = "replies_from_vip"
+		r.repliesFromVIP(a.RepliesFrom, data, &res)
+	case a.Unbroken != nil:
+		res.Kind = "unbroken"
+		r.unbroken(a.Unbroken, data, &res)
 	case a.TooBig != nil:
 		res.Kind = "too_big"
 		r.tooBig(a.TooBig, data, &res)
@@ -104,10 +113,12 @@ func (r *runner) encapsulation(c *EncapCheck, data *stepData, res *AssertionResu
 	res.Name = fmt.Sprintf("packets at %s are %v with the expected outer headers and carry what was sent", ifaceList(c.At), c.Encap)
 	var p problems
 	matched, total := 0, 0
+	forwarded := r.w.vmBackends()
 	for _, a := range data.arrivals {
 		// Neighbour discovery and multicast listener reports are link
-		// chatter of IPv6 interfaces, not traffic to a backend.
-		if !slices.Contains(c.At, a.at) || linkChatter(a) {
+		// chatter of IPv6 interfaces, not traffic to a backend; tunnels
+		// a backend host forwards to its VM are not for the host.
+		if !slices.Contains(c.At, a.at) || linkChatter(a) || forwarded[a.at.Node][a.outerDst] {
 			continue
 		}
 		total++
@@ -485,8 +496,22 @@ func delivery(c *DeliveryCheck, data *stepData, res *AssertionResult) {
 	}
 	// HTTP answers count only with the expected status, UDP answers
 	// have none: both sums must reach MinOK.
+	avoided := 0
+	for _, h := range data.http {
+		for _, n := range c.NotServedBy {
+			avoided += h.res.ServedBy[n]
+		}
+	}
+	for _, u := range data.udp {
+		for _, n := range c.NotServedBy {
+			avoided += u.res.AnsweredBy[n]
+		}
+	}
+	if len(c.NotServedBy) > 0 {
+		res.Name += fmt.Sprintf(", none answered by %s", strings.Join(c.NotServedBy, ", "))
+	}
 	res.Passed = ok+udpOK >= c.MinOK && status+udpOK >= c.MinOK && failed+udpFailed <= c.MaxFailed &&
-		(c.MaxP99 == 0 || pct(99) <= c.MaxP99)
+		(c.MaxP99 == 0 || pct(99) <= c.MaxP99) && avoided == 0
 	var parts []string
 	if len(data.http) > 0 {
 		parts = append(parts, fmt.Sprintf("http %d ok (%d with status %d), %d failed", ok, status, c.Status, failed))
@@ -496,6 +521,9 @@ func delivery(c *DeliveryCheck, data *stepData, res *AssertionResult) {
 	}
 	res.Observed = fmt.Sprintf("%s; latency p50 %v, p90 %v, p99 %v", strings.Join(parts, "; "),
 		pct(50).Round(time.Microsecond), pct(90).Round(time.Microsecond), pct(99).Round(time.Microsecond))
+	if len(c.NotServedBy) > 0 {
+		res.Observed += fmt.Sprintf("; %d answered by %s", avoided, strings.Join(c.NotServedBy, ", "))
+	}
 	// The most frequent error, with ties broken by name so that reports
 	// of equal runs read alike.
 	if len(errs) > 0 {

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/sluice-dp/sluice/dataplane/agent"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/sim/topo"
 	"github.com/sluice-dp/sluice/sim/traffic"
@@ -22,6 +26,7 @@ type world struct {
 	// other end.
 	ends, peers map[Iface]topo.Endpoint
 	lbs         []*lbNode
+	agents      []*agentNode
 	// backends are the VIPs' backends as now configured on every LB node.
 	backends map[lb.VIP][]lb.Backend
 	closers  []func() error
@@ -98,6 +103,13 @@ func (w *world) build(mode lb.Mode) error {
 			return err
 		}
 	}
+	// Agents first: a local-mode VIP must be on the VM's lo before a
+	// service binds it.
+	for _, a := range sc.Agents {
+		if err := w.startAgent(a); err != nil {
+			return err
+		}
+	}
 	for _, s := range sc.Services {
 		if err := w.startService(s); err != nil {
 			return err
@@ -120,10 +132,12 @@ func (w *world) setupRole(n Node) error {
 	switch n.Role {
 	case RoleRouter:
 		return node.EnableForwarding()
-	case RoleClient:
+	case RoleClient, RoleVM:
 		// A client's packets must carry complete checksums, as a real
 		// NIC's do: the LB derives the outer GUE checksum from the inner
-		// one, and veth's transmit offload would leave it partial.
+		// one, and veth's transmit offload would leave it partial. A
+		// VM's replies do not cross the LB, but with complete checksums
+		// a capture can verify the agent's rewrite of them.
 		for i, e := range w.ends {
 			if i.Node == n.Name {
 				if err := node.SetTxChecksum(e.Iface, false); err != nil {
@@ -132,7 +146,101 @@ func (w *world) setupRole(n Node) error {
 			}
 		}
 	case RoleBackend:
+		// A host in front of a VM forwards between its uplink and the
+		// VM, with rp_filter off: the VM's replies come from a VIP that
+		// is routed elsewhere. Tunnels to the VM are forwarded, not
+		// delivered to the host, so the sink never sees them.
+		if slices.ContainsFunc(w.sc.Agents, func(a AgentSpec) bool { return a.Attach.Node == n.Name }) {
+			if err := node.EnableForwarding(); err != nil {
+				return err
+			}
+		}
 		return w.sink(n.Name)
+	}
+	return nil
+}
+
+// agentNode is the backend agent of one backend host.
+type agentNode struct {
+	spec  AgentSpec
+	agent *agent.Agent
+	att   *agent.Attachment
+}
+
+func (n *agentNode) close() error {
+	var errs []error
+	if n.att != nil {
+		errs = append(errs, n.att.Close())
+	}
+	errs = append(errs, n.agent.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("release agent of %s: %w", n.spec.Attach, err)
+	}
+	return nil
+}
+
+// startAgent loads the agent of a backend host, configures it, puts the
+// local-mode VIPs on the VM's lo and attaches the agent to the host's
+// interface toward the VM (tcx where the kernel has it).
+func (w *world) startAgent(s AgentSpec) error {
+	peer := w.peers[s.Attach]
+	if len(s.Backends) == 0 {
+		for _, p := range peer.Addrs {
+			s.Backends = append(s.Backends, p.Addr())
+		}
+	}
+	a, err := agent.Load(agent.Options{}, agent.Config{GUEPort: guePort(w.sc.LB)})
+	if err != nil {
+		return fmt.Errorf("load agent for %s: %w", s.Attach, err)
+	}
+	n := &agentNode{spec: s, agent: a}
+	w.closers = append(w.closers, n.close)
+	w.agents = append(w.agents, n)
+	for _, b := range s.Backends {
+		if err := a.AddBackendAddr(b); err != nil {
+			return fmt.Errorf("agent on %s: backend %v: %w", s.Attach, b, err)
+		}
+	}
+	vm := peer.Node
+	for _, v := range s.VIPs {
+		av := agent.VIP{Addr: v.VIP.Addr, Port: v.VIP.Port, Proto: agent.Proto(v.VIP.Proto)}
+		if err := a.AddVIP(av, v.Mode, v.App); err != nil {
+			return fmt.Errorf("agent on %s: vip %v: %w", s.Attach, v.VIP, err)
+		}
+		if v.Mode == agent.Local {
+			if err := addLoopback(vm, v.VIP.Addr); err != nil {
+				return err
+			}
+		}
+	}
+	err = w.nodes[s.Attach.Node].Do(func() error {
+		var err error
+		n.att, err = a.Attach(s.Attach.Name, agent.AttachOptions{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("agent on %s: %w", s.Attach, err)
+	}
+	return nil
+}
+
+// addLoopback puts addr on a node's lo (once), as a VM that owns a VIP
+// has it.
+func addLoopback(node *topo.Node, addr netip.Addr) error {
+	h := node.Netlink()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("vip on lo of %s: %w", node.Name(), err)
+	}
+	if addr.Is6() {
+		if err := node.SetSysctl("net/ipv6/conf/lo/disable_ipv6", "0"); err != nil {
+			return err
+		}
+	}
+	bits := addr.BitLen()
+	nl := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+	if err := h.AddrAdd(lo, nl); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("vip %v on lo of %s: %w", addr, node.Name(), err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-dp/sluice/dataplane/agent"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/sim/traffic"
 )
@@ -22,6 +23,7 @@ func (d *decoder) scenario(n *yaml.Node, sc *Scenario) {
 		"links":       {true, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.link(n, p, sc) }) }},
 		"routes":      {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.route(n, p, sc) }) }},
 		"lb":          {false, func(n *yaml.Node, p string) { sc.LB = &LBSpec{}; d.lb(n, p, sc.LB) }},
+		"agents":      {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.agent(n, p, sc) }) }},
 		"services":    {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.service(n, p, sc) }) }},
 		"steps":       {true, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.step(n, p, sc) }) }},
 	})
@@ -48,10 +50,10 @@ func (d *decoder) nodes(n *yaml.Node, path string, sc *Scenario) {
 				var s string
 				d.str(n, p, &s)
 				switch r := Role(s); r {
-				case RoleClient, RoleRouter, RoleLB, RoleBackend, RoleServer:
+				case RoleClient, RoleRouter, RoleLB, RoleBackend, RoleServer, RoleVM:
 					node.Role = r
 				default:
-					d.fail(n, p, "%q: want one of client, router, lb, backend, server", s)
+					d.fail(n, p, "%q: want one of client, router, lb, backend, server, vm", s)
 				}
 			}},
 			"sysctls": {false, func(n *yaml.Node, p string) {
@@ -156,6 +158,49 @@ func (d *decoder) vipSpec(n *yaml.Node, path string, s *LBSpec) {
 	s.VIPs = append(s.VIPs, v)
 }
 
+func (d *decoder) agent(n *yaml.Node, path string, sc *Scenario) {
+	var a AgentSpec
+	d.mapping(n, path, map[string]field{
+		"attach": {true, func(n *yaml.Node, p string) { a.Attach, _ = d.iface(n, p) }},
+		"backends": {false, func(n *yaml.Node, p string) {
+			d.seqOrOne(n, p, func(n *yaml.Node, p string) {
+				if x, ok := d.addr(n, p); ok {
+					a.Backends = append(a.Backends, x)
+				}
+			})
+		}},
+		"vips": {true, func(n *yaml.Node, p string) {
+			d.seq(n, p, func(n *yaml.Node, p string) {
+				var v AgentVIP
+				d.mapping(n, p, map[string]field{
+					"vip": {true, func(n *yaml.Node, p string) { v.VIP, _ = d.vip(n, p) }},
+					"mode": {true, func(n *yaml.Node, p string) {
+						var m string
+						d.str(n, p, &m)
+						switch m {
+						case "local":
+							v.Mode = agent.Local
+						case "transparent":
+							v.Mode = agent.Transparent
+						default:
+							d.fail(n, p, "%q: want local or transparent", m)
+						}
+					}},
+					"app": {false, func(n *yaml.Node, p string) { v.App, _ = d.addrPort(n, p) }},
+				})
+				if n.Kind == yaml.MappingNode && hasKey(n, "app") != (v.Mode == agent.Transparent) {
+					d.fail(n, p, "want app: (the application's addr:port) with mode transparent, and only then")
+				}
+				if v.App.IsValid() && v.VIP.Addr.IsValid() && v.App.Addr().Is4() != v.VIP.Addr.Is4() {
+					d.fail(n, p, "app %v: want an address of the VIP's family", v.App)
+				}
+				a.VIPs = append(a.VIPs, v)
+			})
+		}},
+	})
+	sc.Agents = append(sc.Agents, a)
+}
+
 func (d *decoder) service(n *yaml.Node, path string, sc *Scenario) {
 	var s Service
 	d.mapping(n, path, map[string]field{
@@ -240,6 +285,7 @@ func (d *decoder) http(n *yaml.Node, path string, st *Step) {
 		"requests":    {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, 1_000_000, &h.Requests) }},
 		"connections": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, 1000, &h.Connections) }},
 		"timeout":     {false, func(n *yaml.Node, p string) { d.duration(n, p, &h.Timeout) }},
+		"until":       {false, func(n *yaml.Node, p string) { d.str(n, p, &h.Until) }},
 	})
 	st.HTTP = append(st.HTTP, h)
 }
@@ -381,6 +427,50 @@ func (d *decoder) assertion(n *yaml.Node, path string, st *Step) {
 				"max_failed": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 0, math.MaxInt32, &c.MaxFailed) }},
 				"status":     {false, func(n *yaml.Node, p string) { d.intIn(n, p, 100, 599, &c.Status) }},
 				"max_p99":    {false, func(n *yaml.Node, p string) { d.duration(n, p, &c.MaxP99) }},
+				"not_served_by": {false, func(n *yaml.Node, p string) {
+					d.seqOrOne(n, p, func(n *yaml.Node, p string) {
+						var s string
+						d.str(n, p, &s)
+						c.NotServedBy = append(c.NotServedBy, s)
+					})
+				}},
+			})
+		}},
+		"no_replies": {false, func(n *yaml.Node, p string) {
+			c := &NoRepliesCheck{}
+			a.NoReplies = c
+			d.mapping(n, p, map[string]field{
+				"at": {true, func(n *yaml.Node, p string) { d.ifaces(n, p, &c.At) }},
+			})
+		}},
+		"replies_from_vip": {false, func(n *yaml.Node, p string) {
+			c := &RepliesFromVIPCheck{Min: 1}
+			a.RepliesFrom = c
+			d.mapping(n, p, map[string]field{
+				"at": {true, func(n *yaml.Node, p string) { c.At, _ = d.iface(n, p) }},
+				"vips": {false, func(n *yaml.Node, p string) {
+					d.seqOrOne(n, p, func(n *yaml.Node, p string) {
+						if x, ok := d.addr(n, p); ok {
+							c.VIPs = append(c.VIPs, x)
+						}
+					})
+				}},
+				"min": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, math.MaxInt32, &c.Min) }},
+			})
+		}},
+		"unbroken": {false, func(n *yaml.Node, p string) {
+			c := &UnbrokenCheck{}
+			a.Unbroken = c
+			d.mapping(n, p, map[string]field{
+				"started": {true, func(n *yaml.Node, p string) { d.str(n, p, &c.Started) }},
+				"at":      {true, func(n *yaml.Node, p string) { d.ifaces(n, p, &c.At) }},
+				"except": {false, func(n *yaml.Node, p string) {
+					d.seqOrOne(n, p, func(n *yaml.Node, p string) {
+						var s string
+						d.str(n, p, &s)
+						c.Except = append(c.Except, s)
+					})
+				}},
 			})
 		}},
 		"too_big": {false, func(n *yaml.Node, p string) {

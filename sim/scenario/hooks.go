@@ -31,7 +31,7 @@ type bpfObjects struct {
 }
 
 // bpfObjects finds every BPF program the run has loaded or attached: the
-// LB programs, loaded or not yet attached, and every XDP program on an
+// LB programs, loaded or not yet attached, the agents' TC programs, and every XDP program on an
 // interface of the topology (the XDP_PASS programs of native mode among
 // them); then every map those programs use and every map held inside a
 // map-in-map of theirs (the LB's per-CPU connection tables and per-VIP
@@ -47,6 +47,17 @@ func (w *world) bpfObjects() (bpfObjects, error) {
 			}
 		} else {
 			errs = append(errs, err)
+		}
+	}
+	for _, n := range w.agents {
+		for _, prog := range []*ebpf.Program{n.agent.Egress(), n.agent.Ingress()} {
+			if info, err := prog.Info(); err == nil {
+				if id, ok := info.ID(); ok {
+					progs[id] = true
+				}
+			} else {
+				errs = append(errs, err)
+			}
 		}
 	}
 	for i, e := range w.ends {

@@ -11,6 +11,8 @@ import (
 type httpOutcome struct {
 	spec HTTPLoad
 	res  traffic.HTTPResult
+	// started names the step a background load started in.
+	started string
 }
 
 // http runs one HTTP load from a node's own sockets.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/sluice-dp/sluice/dataplane/lb"
@@ -102,7 +103,14 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (res *Result, err erro
 	}
 	say("topology %s: %d nodes, %d links; lb on %d node(s) in %s mode", t.Prefix(), len(sc.Nodes), len(sc.Links), len(w.lbs), opts.Mode)
 
-	r := &runner{w: w, opts: opts, say: say, steps: map[string]*stepData{}}
+	// Background loads (http: with until:) end with the run: cancelled
+	// and waited for before the topology is deleted, on every path.
+	ctx, cancel := context.WithCancel(ctx)
+	r := &runner{w: w, opts: opts, say: say, steps: map[string]*stepData{}, pending: map[string][]chan bgLoad{}}
+	defer func() {
+		cancel()
+		r.bg.Wait()
+	}()
 	if sc.LB != nil {
 		r.model = newModel(sc.LB)
 	}
@@ -134,6 +142,16 @@ type runner struct {
 	say   func(string, ...any)
 	model *model
 	steps map[string]*stepData
+	// pending are the background loads to collect, by the step that
+	// collects them.
+	pending map[string][]chan bgLoad
+	bg      sync.WaitGroup
+}
+
+// bgLoad is the outcome of a background http: load.
+type bgLoad struct {
+	out httpOutcome
+	err error
 }
 
 // step runs one step: events, captures, traffic, settling, assertions.
@@ -187,6 +205,19 @@ func (r *runner) step(ctx context.Context, st Step) (sr StepResult, err error) {
 		r.say("  sent %d packets in %d flows", sr.Sent, len(data.flows))
 	}
 	for _, h := range st.HTTP {
+		if h.Until != "" {
+			ch := make(chan bgLoad, 1)
+			r.pending[h.Until] = append(r.pending[h.Until], ch)
+			r.bg.Add(1)
+			go func() {
+				defer r.bg.Done()
+				out, err := r.http(ctx, h)
+				out.started = st.Name
+				ch <- bgLoad{out, err}
+			}()
+			r.say("  http %s from %s started in the background until step %q", h.URL, h.From, h.Until)
+			continue
+		}
 		out, err := r.http(ctx, h)
 		if err != nil {
 			return sr, err
@@ -204,6 +235,21 @@ func (r *runner) step(ctx context.Context, st Step) (sr StepResult, err error) {
 		sr.Sent += out.res.Sent
 		sr.Received += out.res.Answered
 	}
+	for _, ch := range r.pending[st.Name] {
+		var bg bgLoad
+		select {
+		case bg = <-ch:
+		case <-ctx.Done():
+			return sr, ctx.Err()
+		}
+		if bg.err != nil {
+			return sr, bg.err
+		}
+		data.http = append(data.http, bg.out)
+		sr.Sent += bg.out.res.OK + bg.out.res.Failed
+		sr.Received += bg.out.res.OK
+	}
+	delete(r.pending, st.Name)
 	settle := st.Settle
 	if settle == 0 {
 		settle = defaultSettle
@@ -319,6 +365,12 @@ func (r *runner) analyse(data *stepData) {
 	for _, n := range r.w.sc.Nodes {
 		roles[n.Name] = n.Role
 	}
+	// Only crafted flows have a landing: real traffic takes ephemeral
+	// ports, which would make placements differ from run to run.
+	crafted := map[flowKey]bool{}
+	for _, f := range data.flows {
+		crafted[f] = true
+	}
 	for _, at := range slices.SortedFunc(maps.Keys(data.captures), func(a, b Iface) int {
 		return cmpStr(a.String(), b.String())
 	}) {
@@ -330,7 +382,7 @@ func (r *runner) analyse(data *stepData) {
 			}
 			a := decodeArrival(at, f, port)
 			data.arrivals = append(data.arrivals, a)
-			if a.inner == nil || roles[at.Node] != RoleBackend {
+			if a.inner == nil || roles[at.Node] != RoleBackend || !crafted[a.flow] {
 				continue
 			}
 			l := data.landed[a.flow]

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sluice-dp/sluice/dataplane/agent"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 )
 
@@ -21,7 +22,10 @@ type Scenario struct {
 	Routes      []Route
 	// LB is the load balancer run on the LB nodes; nil for scenarios
 	// without one.
-	LB       *LBSpec
+	LB *LBSpec
+	// Agents are the backend agents run on backend hosts, in front of
+	// their vm nodes.
+	Agents   []AgentSpec
 	Services []Service
 	Steps    []Step
 }
@@ -37,6 +41,9 @@ const (
 	RoleLB      Role = "lb"
 	RoleBackend Role = "backend"
 	RoleServer  Role = "server"
+	// RoleVM is a virtual machine behind a backend host: the host's agent
+	// delivers the LB's traffic to it over a veth.
+	RoleVM Role = "vm"
 )
 
 // Node is one network namespace.
@@ -91,6 +98,26 @@ type VIPSpec struct {
 	Backends []lb.Backend
 }
 
+// AgentSpec is the backend agent (dataplane/agent) of one backend host,
+// attached to the host's end of the veth toward one vm node.
+type AgentSpec struct {
+	// Attach is the host's interface toward the VM.
+	Attach Iface
+	// Backends are the addresses tunnels are decapsulated for: the VM's
+	// addresses, the LB's backends. Default: every address of the VM's
+	// end of the link.
+	Backends []netip.Addr
+	VIPs     []AgentVIP
+}
+
+// AgentVIP is a VIP the agent delivers to the VM.
+type AgentVIP struct {
+	VIP  lb.VIP
+	Mode agent.Mode
+	// App is where the application listens in transparent mode.
+	App netip.AddrPort
+}
+
 // Service is a real server run inside a node. Exactly one of HTTP and UDP
 // is set.
 type Service struct {
@@ -139,6 +166,10 @@ type HTTPLoad struct {
 	Requests    int
 	Connections int
 	Timeout     time.Duration
+	// Until, if set, runs the load in the background from this step to
+	// the end of the traffic of the later step it names, whose
+	// assertions see its result.
+	Until string
 }
 
 // UDPLoad is real UDP request/response traffic from a node's own sockets
@@ -192,6 +223,35 @@ type Assertion struct {
 	Counters      *CountersCheck
 	Delivery      *DeliveryCheck
 	TooBig        *TooBigCheck
+	NoReplies     *NoRepliesCheck
+	RepliesFrom   *RepliesFromVIPCheck
+	Unbroken      *UnbrokenCheck
+}
+
+// NoRepliesCheck: the points At saw requests to VIPs and nothing else; no
+// packet (outer or tunnelled) from a VIP or to a client node's address.
+type NoRepliesCheck struct {
+	At []Iface
+}
+
+// RepliesFromVIPCheck: at least Min packets from each of VIPs arrived at
+// At, none from a backend's or application's own address, every checksum
+// right.
+type RepliesFromVIPCheck struct {
+	At Iface
+	// VIPs default to the addresses of the step's http: URLs.
+	VIPs []netip.Addr
+	Min  int
+}
+
+// UnbrokenCheck: of the background http: loads started in step Started
+// and collected in this step, every connection that reached the node of
+// a point in At (a TCP SYN captured there during Started) got its
+// complete answer from that node, Except for the nodes listed.
+type UnbrokenCheck struct {
+	Started string
+	At      []Iface
+	Except  []string
 }
 
 // EncapCheck: every packet captured at the given points is encapsulated as
@@ -248,6 +308,8 @@ type DeliveryCheck struct {
 	Status    int
 	// MaxP99 bounds the 99th latency percentile; 0 leaves it unchecked.
 	MaxP99 time.Duration
+	// NotServedBy are nodes no answered request may name.
+	NotServedBy []string
 }
 
 // TooBigCheck: ICMP "fragmentation needed" / ICMPv6 "packet too big"

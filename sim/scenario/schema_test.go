@@ -85,7 +85,7 @@ func TestParseRejects(t *testing.T) {
 		// want is the whole location and path prefix of one error line.
 		want string
 	}{
-		{"unknown top-level key", "name: t\n", "name: t\nnmae: x\n", "bad.yaml:2: nmae: unknown key, want one of description, lb, links, name, nodes, routes, services, steps"},
+		{"unknown top-level key", "name: t\n", "name: t\nnmae: x\n", "bad.yaml:2: nmae: unknown key, want one of agents, description, lb, links, name, nodes, routes, services, steps"},
 		{"unknown nested key", "{node: client, addrs: [10.0.1.2/24]}", "{node: client, adrs: [10.0.1.2/24]}", "bad.yaml:9: links[0].a.adrs: unknown key"},
 		{"bad address", "addrs: [10.0.1.2/24]", "addrs: [10.0.1.300/24]", `bad.yaml:9: links[0].a.addrs[0]: "10.0.1.300/24": want an address with prefix length`},
 		{"bad gateway", "via: 10.0.1.1}", "via: 10.0.1}", `bad.yaml:16: routes[0].via: "10.0.1": want an IPv4 or IPv6 address`},

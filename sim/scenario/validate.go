@@ -104,6 +104,24 @@ func validate(d *decoder, sc *Scenario) {
 			}
 		}
 	}
+	for i, a := range sc.Agents {
+		p := fmt.Sprintf("agents[%d]", i)
+		if !ifaceRef(p+".attach", a.Attach) {
+			continue
+		}
+		if roles[a.Attach.Node] != RoleBackend {
+			d.failAt(d.line(p+".attach"), p+".attach", "node %s has role %s, want backend (the host in front of a vm node)", a.Attach.Node, roles[a.Attach.Node])
+		}
+		if peer, ok := peerOf(sc, a.Attach); ok && roles[peer] != RoleVM {
+			d.failAt(d.line(p+".attach"), p+".attach", "%s leads to node %s, role %s: want a vm node", a.Attach, peer, roles[peer])
+		}
+		for j, v := range a.VIPs {
+			if sc.LB == nil || !slices.ContainsFunc(sc.LB.VIPs, func(x VIPSpec) bool { return x.VIP == v.VIP }) {
+				vp := fmt.Sprintf("%s.vips[%d].vip", p, j)
+				d.failAt(d.line(vp), vp, "%v is not a VIP of the lb: section", v.VIP)
+			}
+		}
+	}
 	for i, s := range sc.Services {
 		p := fmt.Sprintf("services[%d]", i)
 		if nodeRef(p+".node", s.Node) && s.UDP.IsValid() && roles[s.Node] == RoleBackend && s.UDP.Port() == guePort(sc.LB) {
@@ -208,6 +226,10 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 		}
 		for j, h := range st.HTTP {
 			nodeRef(fmt.Sprintf("%s.http[%d].from", p, j), h.From)
+			if h.Until != "" && !slices.ContainsFunc(sc.Steps[i+1:], func(x Step) bool { return x.Name == h.Until }) {
+				up := fmt.Sprintf("%s.http[%d].until", p, j)
+				d.failAt(d.line(up), up, "%q: want the name of a later step", h.Until)
+			}
 		}
 		for j, u := range st.UDP {
 			nodeRef(fmt.Sprintf("%s.udp[%d].from", p, j), u.From)
@@ -255,8 +277,40 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 					d.failAt(d.line(ap+".counters.node"), ap+".counters.node", "%q: want a node the lb is attached to", a.Counters.Node)
 				}
 			case a.Delivery != nil:
-				if len(st.HTTP) == 0 && len(st.UDP) == 0 {
+				if len(st.HTTP) == 0 && len(st.UDP) == 0 && !collects(sc, st.Name) {
 					d.failAt(a.Line, ap+".delivery", "the step sends no http: or udp: requests")
+				}
+			case a.NoReplies != nil:
+				for k, at := range a.NoReplies.At {
+					atp := fmt.Sprintf("%s.no_replies.at[%d]", ap, k)
+					if ifaceRef(atp, at) && !slices.Contains(st.Capture, at) {
+						d.failAt(d.line(ap+".no_replies.at"), atp, "%s is not among the step's capture: points", at)
+					}
+				}
+				needLB(ap + ".no_replies")
+			case a.RepliesFrom != nil:
+				tp := ap + ".replies_from_vip.at"
+				if ifaceRef(tp, a.RepliesFrom.At) && !slices.Contains(st.Capture, a.RepliesFrom.At) {
+					d.failAt(d.line(tp), tp, "%s is not among the step's capture: points", a.RepliesFrom.At)
+				}
+				if needLB(ap+".replies_from_vip") && len(a.RepliesFrom.VIPs) == 0 && len(st.HTTP) == 0 {
+					d.failAt(a.Line, ap+".replies_from_vip.vips", "the step has no http: loads to take VIPs from: list vips:")
+				}
+			case a.Unbroken != nil:
+				up := ap + ".unbroken"
+				if !earlier[a.Unbroken.Started] {
+					d.failAt(d.line(up+".started"), up+".started", "%q: want the name of an earlier step", a.Unbroken.Started)
+					break
+				}
+				started := sc.Steps[slices.IndexFunc(sc.Steps, func(x Step) bool { return x.Name == a.Unbroken.Started })]
+				if !slices.ContainsFunc(started.HTTP, func(h HTTPLoad) bool { return h.Until == st.Name }) {
+					d.failAt(d.line(up+".started"), up+".started", "step %q starts no http: load with until: %q", started.Name, st.Name)
+				}
+				for k, at := range a.Unbroken.At {
+					atp := fmt.Sprintf("%s.at[%d]", up, k)
+					if ifaceRef(atp, at) && !slices.Contains(started.Capture, at) {
+						d.failAt(d.line(up+".at"), atp, "%s is not among the capture: points of step %q", at, started.Name)
+					}
 				}
 			case a.TooBig != nil:
 				tp := ap + ".too_big.at"
@@ -267,6 +321,30 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 		}
 		earlier[st.Name] = true
 	}
+}
+
+// collects reports whether an earlier step runs an http: load until step
+// name.
+func collects(sc *Scenario, name string) bool {
+	for _, st := range sc.Steps {
+		if slices.ContainsFunc(st.HTTP, func(h HTTPLoad) bool { return h.Until == name }) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerOf names the node at the other end of an interface's link.
+func peerOf(sc *Scenario, i Iface) (string, bool) {
+	for _, l := range sc.Links {
+		if l.A.Node == i.Node && l.A.Iface == i.Name {
+			return l.B.Node, true
+		}
+		if l.B.Node == i.Node && l.B.Iface == i.Name {
+			return l.A.Node, true
+		}
+	}
+	return "", false
 }
 
 // onLink reports whether a is inside the subnet of one of node's
