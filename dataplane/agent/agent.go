@@ -8,7 +8,6 @@
 package agent
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -134,7 +135,7 @@ func Load(opts Options, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load agent spec: %w", err)
 	}
-	names, err := statNames(spec)
+	names, err := bpfenc.StatNames(spec, "agent_stat", "AGENT_STAT_")
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +201,7 @@ func (a *Agent) writeConfig(cfg Config) error {
 		TcpIdleNs:    uint64(cfg.TCPIdle.Nanoseconds()),
 		TcpClosingNs: uint64(cfg.TCPClosing.Nanoseconds()),
 		UdpIdleNs:    uint64(cfg.UDPIdle.Nanoseconds()),
-		GuePort:      htons(cfg.GUEPort),
+		GuePort:      bpfenc.Htons(cfg.GUEPort),
 		Configured:   1,
 	}
 	if err := a.objs.Config.Put(uint32(0), &c); err != nil {
@@ -251,7 +252,7 @@ func (a *Agent) RemoveBackendAddr(addr netip.Addr) error {
 }
 
 func backendKey(addr netip.Addr) agentBackendKey {
-	return agentBackendKey{Addr: addrWords(addr), Family: family(addr)}
+	return agentBackendKey{Addr: bpfenc.AddrWords(addr), Family: family(addr)}
 }
 
 func family(a netip.Addr) uint8 {
@@ -260,36 +261,3 @@ func family(a netip.Addr) uint8 {
 	}
 	return 6
 }
-
-func addrWords(a netip.Addr) [4]uint32 {
-	var w [4]uint32
-	if a.Is4() {
-		b := a.As4()
-		w[0] = binary.NativeEndian.Uint32(b[:])
-		return w
-	}
-	b := a.As16()
-	for i := range w {
-		w[i] = binary.NativeEndian.Uint32(b[4*i:])
-	}
-	return w
-}
-
-func wordsAddr(w [4]uint32, fam uint8) netip.Addr {
-	var b [16]byte
-	for i := range w {
-		binary.NativeEndian.PutUint32(b[4*i:], w[i])
-	}
-	if fam == 4 {
-		return netip.AddrFrom4([4]byte(b[:4]))
-	}
-	return netip.AddrFrom16(b)
-}
-
-func htons(v uint16) uint16 {
-	var b [2]byte
-	binary.BigEndian.PutUint16(b[:], v)
-	return binary.NativeEndian.Uint16(b[:])
-}
-
-func ntohs(v uint16) uint16 { return htons(v) }

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -67,12 +68,12 @@ func kernelHasTCX(t *testing.T) bool {
 
 func packetSocket(t *testing.T, ifindex int) int {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(bpfenc.Htons(unix.ETH_P_ALL)))
 	if err != nil {
 		t.Fatalf("packet socket: %v", err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: bpfenc.Htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
 		t.Fatalf("bind packet socket: %v", err)
 	}
 	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
@@ -101,7 +102,7 @@ func receive(t *testing.T, fd int, want []byte) bool {
 
 func send(t *testing.T, fd, ifindex int, frame []byte) {
 	t.Helper()
-	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex, Halen: 6}
+	sa := &unix.SockaddrLinklayer{Protocol: bpfenc.Htons(unix.ETH_P_ALL), Ifindex: ifindex, Halen: 6}
 	copy(sa.Addr[:], frame[:6])
 	if err := unix.Sendto(fd, frame, 0, sa); err != nil {
 		t.Fatalf("send frame: %v", err)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // Conn is one entry of the connection table: a transparent-mode connection
@@ -47,9 +49,9 @@ func (a *Agent) Connections() ([]Conn, error) {
 	for it.Next(&k, &v) {
 		c := Conn{
 			Proto:   Proto(k.Proto),
-			Client:  netip.AddrPortFrom(wordsAddr(k.Client, k.Family), ntohs(k.ClientPort)),
-			App:     netip.AddrPortFrom(wordsAddr(k.App, k.Family), ntohs(k.AppPort)),
-			VIP:     netip.AddrPortFrom(wordsAddr(v.Vip, k.Family), ntohs(v.VipPort)),
+			Client:  netip.AddrPortFrom(bpfenc.WordsAddr(k.Client, k.Family == 4), bpfenc.Ntohs(k.ClientPort)),
+			App:     netip.AddrPortFrom(bpfenc.WordsAddr(k.App, k.Family == 4), bpfenc.Ntohs(k.AppPort)),
+			VIP:     netip.AddrPortFrom(bpfenc.WordsAddr(v.Vip, k.Family == 4), bpfenc.Ntohs(v.VipPort)),
 			Closing: v.State == uint8(agentAgentConnStateAGENT_CONN_CLOSING),
 		}
 		if now > v.LastSeen {

@@ -1,12 +1,7 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
-	"strings"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 )
 
 // Counters are the programs' counters summed over CPUs.
@@ -21,26 +16,6 @@ type Counters struct {
 	// Connections is the number of entries in the connection table, expired
 	// ones that nothing has removed yet included.
 	Connections int
-}
-
-// statNames reads the counter names from the program's BTF, so that adding
-// a counter in C needs no change here.
-func statNames(spec *ebpf.CollectionSpec) ([]string, error) {
-	var e *btf.Enum
-	if err := spec.Types.TypeByName("agent_stat", &e); err != nil {
-		return nil, fmt.Errorf("find enum agent_stat: %w", err)
-	}
-	var names []string
-	for _, v := range e.Values {
-		if v.Name == "AGENT_STAT_MAX" {
-			continue
-		}
-		if int(v.Value) != len(names) {
-			return nil, fmt.Errorf("enum agent_stat: %s = %d: %w", v.Name, v.Value, errors.ErrUnsupported)
-		}
-		names = append(names, strings.ToLower(strings.TrimPrefix(v.Name, "AGENT_STAT_")))
-	}
-	return names, nil
 }
 
 // Counters reads every counter and counts the connection table's entries.

@@ -3,6 +3,8 @@ package agent
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // Proto is a transport protocol of a VIP.
@@ -99,7 +101,7 @@ func (t Target) validate(v VIP) error {
 }
 
 func vipKey(v VIP) agentAgentVipKey {
-	return agentAgentVipKey{Addr: addrWords(v.Addr), Port: htons(v.Port), Proto: uint8(v.Proto), Family: family(v.Addr)}
+	return agentAgentVipKey{Addr: bpfenc.AddrWords(v.Addr), Port: bpfenc.Htons(v.Port), Proto: uint8(v.Proto), Family: family(v.Addr)}
 }
 
 // AddVIP makes the agent deliver tunnelled packets for v in mode m. app is
@@ -124,8 +126,8 @@ func (a *Agent) AddVIP(v VIP, m Mode, app netip.AddrPort) error {
 	k := vipKey(v)
 	val := agentAgentVip{Mode: uint32(t.Mode)}
 	if t.Mode == Transparent {
-		val.AppAddr = addrWords(t.App.Addr())
-		val.AppPort = htons(t.App.Port())
+		val.AppAddr = bpfenc.AddrWords(t.App.Addr())
+		val.AppPort = bpfenc.Htons(t.App.Port())
 	}
 	if err := a.objs.Vips.Put(&k, &val); err != nil {
 		return fmt.Errorf("add vip %v: %w", v, err)

@@ -1,13 +1,10 @@
 package lb
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 )
 
 // Traffic is a packet and byte count. Bytes count IP packets as received,
@@ -28,26 +25,6 @@ type Counters struct {
 	// backend) pair.
 	VIPs     map[VIP]Traffic
 	Backends map[VIP]map[netip.Addr]Traffic
-}
-
-// statNames reads the counter names from the program's BTF, so that adding
-// a counter in C needs no change here.
-func statNames(spec *ebpf.CollectionSpec) ([]string, error) {
-	var e *btf.Enum
-	if err := spec.Types.TypeByName("lb_stat", &e); err != nil {
-		return nil, fmt.Errorf("find enum lb_stat: %w", err)
-	}
-	var names []string
-	for _, v := range e.Values {
-		if v.Name == "LB_STAT_MAX" {
-			continue
-		}
-		if int(v.Value) != len(names) {
-			return nil, fmt.Errorf("enum lb_stat: %s = %d: %w", v.Name, v.Value, errors.ErrUnsupported)
-		}
-		names = append(names, strings.ToLower(strings.TrimPrefix(v.Name, "LB_STAT_")))
-	}
-	return names, nil
 }
 
 // Counters reads every counter.

@@ -20,6 +20,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/sluice-dp/sluice/ctl/maglev"
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -189,7 +190,7 @@ func Load(opts Options, cfg Config) (*LB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load lb spec: %w", err)
 	}
-	names, err := statNames(spec)
+	names, err := bpfenc.StatNames(spec, "lb_stat", "LB_STAT_")
 	if err != nil {
 		return nil, err
 	}
@@ -300,16 +301,16 @@ func (l *LB) writeConfig(cfg Config) error {
 	c.RingSize = l.opts.RingSize
 	c.TunnelMtu = uint32(cfg.TunnelMTU)
 	if cfg.SourceV4.IsValid() {
-		c.SrcV4 = addrWords(cfg.SourceV4)[0]
+		c.SrcV4 = bpfenc.AddrWords(cfg.SourceV4)[0]
 	}
 	if cfg.SourceV6.IsValid() {
-		c.SrcV6 = addrWords(cfg.SourceV6)
+		c.SrcV6 = bpfenc.AddrWords(cfg.SourceV6)
 	}
-	c.IpipV4Prefix = addrWords(cfg.IPIPPrefixV4.Masked().Addr())[0]
+	c.IpipV4Prefix = bpfenc.AddrWords(cfg.IPIPPrefixV4.Masked().Addr())[0]
 	c.IpipV4PrefixLen = uint8(cfg.IPIPPrefixV4.Bits())
-	p6 := addrWords(cfg.IPIPPrefixV6.Masked().Addr())
+	p6 := bpfenc.AddrWords(cfg.IPIPPrefixV6.Masked().Addr())
 	c.IpipV6Prefix = [2]uint32{p6[0], p6[1]}
-	c.GuePort = htons(cfg.GUEPort)
+	c.GuePort = bpfenc.Htons(cfg.GUEPort)
 	copy(c.GwMac[:], cfg.GatewayMAC)
 	if err := l.objs.Config.Put(uint32(0), &c); err != nil {
 		return fmt.Errorf("write lb config: %w", err)

@@ -2,7 +2,6 @@ package lb
 
 import (
 	"cmp"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/sluice-dp/sluice/ctl/maglev"
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // Proto is a balanced transport protocol.
@@ -410,7 +410,7 @@ func (l *LB) publishRing(vipID uint32, backends map[netip.Addr]*realState) error
 }
 
 func (l *LB) writeReal(r *realState) error {
-	d := lbRealDef{Addr: addrWords(r.backend.Addr), Gen: r.gen, Family: familyOf(r.backend.Addr)}
+	d := lbRealDef{Addr: bpfenc.AddrWords(r.backend.Addr), Gen: r.gen, Family: familyOf(r.backend.Addr)}
 	if !r.backend.Down {
 		d.Flags = realFlagUp
 	}
@@ -429,7 +429,7 @@ func (l *LB) releaseReal(r *realState) error {
 }
 
 func vipKey(v VIP) *lbVipKey {
-	return &lbVipKey{Addr: addrWords(v.Addr), Port: htons(v.Port), Proto: uint8(v.Proto), Family: familyOf(v.Addr)}
+	return &lbVipKey{Addr: bpfenc.AddrWords(v.Addr), Port: bpfenc.Htons(v.Port), Proto: uint8(v.Proto), Family: familyOf(v.Addr)}
 }
 
 func familyOf(a netip.Addr) uint8 {
@@ -437,28 +437,6 @@ func familyOf(a netip.Addr) uint8 {
 		return familyV4
 	}
 	return familyV6
-}
-
-// addrWords lays an address out as the C side stores it: network byte order
-// in memory, IPv4 in the first word.
-func addrWords(a netip.Addr) [4]uint32 {
-	var w [4]uint32
-	if a.Is4() {
-		b := a.As4()
-		w[0] = binary.NativeEndian.Uint32(b[:])
-		return w
-	}
-	b := a.As16()
-	for i := range w {
-		w[i] = binary.NativeEndian.Uint32(b[4*i:])
-	}
-	return w
-}
-
-func htons(v uint16) uint16 {
-	var b [2]byte
-	binary.BigEndian.PutUint16(b[:], v)
-	return binary.NativeEndian.Uint16(b[:])
 }
 
 // idPool hands out small integer ids, lowest first.
