@@ -39,9 +39,16 @@ type Case struct {
 // rounds.
 type CaseResult struct {
 	// Name, Verdict and Mode are the case's, so a report stands alone.
+	// Verdict and Mode are an XDP case's; a case of Kind KindTC has
+	// TCAction instead, and its Mode means nothing.
 	Name    string  `json:"name"`
-	Verdict Verdict `json:"verdict"`
+	Verdict Verdict `json:"verdict,omitempty"`
 	Mode    Mode    `json:"mode"`
+	// Kind is empty for an XDP case (measured by Compare) and KindTC for
+	// a TC case (measured by CompareTC, one run per syscall).
+	Kind string `json:"kind,omitempty"`
+	// TCAction is a TC case's action, by its kernel name.
+	TCAction string `json:"tc_action,omitempty"`
 	// FrameLen is the frame's length in bytes: per-packet costs grow with
 	// it wherever the kernel copies or the program reads the payload.
 	FrameLen int `json:"frame_len"`
@@ -68,9 +75,14 @@ type Report struct {
 	GoVersion string    `json:"go_version"`
 	// Command is the command line that produced the report, so a reader
 	// can run it again.
-	Command string       `json:"command"`
-	Options Options      `json:"options"`
-	Cases   []CaseResult `json:"cases"`
+	Command string  `json:"command"`
+	Options Options `json:"options"`
+	// TCOptions are the options of the cases of kind KindTC, when there
+	// are any.
+	TCOptions *TCOptions   `json:"tc_options,omitempty"`
+	Cases     []CaseResult `json:"cases"`
+	// DSR is the requests-per-second comparison of CompareDSR, when run.
+	DSR *DSRResult `json:"dsr,omitempty"`
 }
 
 // Compare measures each case against the empty program of its verdict, in
@@ -86,15 +98,53 @@ func Compare(ctx context.Context, cases []Case, opts Options) (Report, error) {
 // DefaultDir when outDir is empty), and ends with the summary table. The
 // report's Command is the running program's command line.
 func Run(ctx context.Context, cases []Case, outDir string, progress io.Writer, opts Options) (Report, error) {
+	return RunSuite(ctx, Suite{Cases: cases, Options: opts}, outDir, progress)
+}
+
+// Suite is everything RunSuite measures into one report.
+type Suite struct {
+	// Cases are XDP cases, measured by Compare with Options.
+	Cases   []Case
+	Options Options
+	// TC are TC cases, measured by CompareTC with TCOptions after the XDP
+	// cases; they join the report's cases with kind KindTC.
+	TC        []TCCase
+	TCOptions TCOptions
+	// DSR, when set, also runs CompareDSR with these options.
+	DSR *DSROptions
+}
+
+// RunSuite is Run for a whole suite: the XDP cases, then the TC cases, then
+// the DSR comparison, all in one report.
+func RunSuite(ctx context.Context, s Suite, outDir string, progress io.Writer) (Report, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
 	if outDir == "" {
 		outDir = DefaultDir
 	}
-	rep, err := compare(ctx, cases, opts, progress)
+	rep, err := compare(ctx, s.Cases, s.Options, progress)
 	if err != nil {
 		return rep, err
+	}
+	if len(s.TC) > 0 {
+		tcOpts, err := s.TCOptions.withDefaults()
+		if err != nil {
+			return rep, err
+		}
+		tc, err := CompareTC(ctx, s.TC, tcOpts, progress)
+		if err != nil {
+			return rep, err
+		}
+		rep.TCOptions = &tcOpts
+		rep.Cases = append(rep.Cases, tc...)
+	}
+	if s.DSR != nil {
+		dsr, err := CompareDSR(ctx, *s.DSR, progress)
+		if err != nil {
+			return rep, fmt.Errorf("dsr: %w", err)
+		}
+		rep.DSR = &dsr
 	}
 	rep.Command = commandLine()
 	if err := rep.WriteDir(outDir); err != nil {

@@ -86,7 +86,7 @@ func (r Report) WriteJSON(w io.Writer) error {
 // what, the table, the charts, and the command to run it again.
 func (r Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
-	b.WriteString("# XDP per-packet cost\n\n")
+	b.WriteString("# XDP and TC per-packet cost\n\n")
 	fmt.Fprintf(&b, "Measured %s on Linux %s, %s (%d CPUs), %s.\n\n",
 		r.Date.Format("2006-01-02 15:04 MST"), r.Kernel, r.CPU, r.CPUs, r.GoVersion)
 	fmt.Fprintf(&b, "Each program ran with BPF_PROG_RUN in live-frames mode on a veth, in %d rounds of %d frames, "+
@@ -94,15 +94,32 @@ func (r Report) WriteMarkdown(w io.Writer) error {
 		"Figures are the kernel's ns per packet, median over the rounds (min–max in brackets); "+
 		"net and ratio are taken within each round, so they are the numbers to compare across machines and runs.\n\n",
 		r.Options.Samples, r.Options.Repeat)
+	if o := r.TCOptions; o != nil {
+		fmt.Fprintf(&b, "Cases of kind tc are TC (sched_cls) programs: BPF_PROG_RUN has no live-frames mode for them "+
+			"and repeat > 1 would re-run a program on its own output, so each syscall runs the program once (repeat 1) "+
+			"on a fresh socket buffer, and the figure is the kernel's duration of that run averaged over %d calls per round, "+
+			"%d rounds, program and empty TC program alternating call by call on one pinned CPU.\n\n",
+			o.Calls, o.Rounds)
+	}
 	b.WriteString("| case | verdict | receiver | frame | program ns/pkt | baseline ns/pkt | net ns/pkt | ratio |\n")
 	b.WriteString("|---|---|---|--:|--:|--:|--:|--:|\n")
 	for _, c := range r.Cases {
 		fmt.Fprintf(&b, "| %s | %s | %s | %d B | %s | %s | %s (%s…%s) | %.3f |\n",
-			mdEscape(c.Name), c.Verdict, c.Mode, c.FrameLen,
+			mdEscape(c.Name), c.verdictName(), c.receiver(), c.FrameLen,
 			fmtNs(c.Program.NsPerPacket.Median), fmtNs(c.Baseline.NsPerPacket.Median),
 			fmtSigned(c.NetNs.Median), fmtSigned(c.NetNs.Min), fmtSigned(c.NetNs.Max), c.Ratio.Median)
 	}
 	fmt.Fprintf(&b, "\n![net ns per packet](%s)\n\n![ratio to the empty program](%s)\n\n", NetChartFile, RatioChartFile)
+	if d := r.DSR; d != nil {
+		b.WriteString("## HTTP through the DSR path vs direct\n\n")
+		fmt.Fprintf(&b, "Requests per second from one client, %d keep-alive connections, %d requests a load, %d rounds "+
+			"alternating the order: through router → LB node (XDP, %s) → backend host (agent, transparent mode) → VM, "+
+			"replies straight back; and from the same client to the same server socket directly (router → host → VM). "+
+			"Ratio is through-LB over direct within each round.\n\n",
+			d.Options.Connections, d.Options.Requests, d.Options.Rounds, d.Options.Mode)
+		b.WriteString("| through LB req/s | direct req/s | ratio |\n|--:|--:|--:|\n")
+		fmt.Fprintf(&b, "| %.0f | %.0f | %.3f (%.3f…%.3f) |\n\n", d.LBRPS.Median, d.DirectRPS.Median, d.Ratio.Median, d.Ratio.Min, d.Ratio.Max)
+	}
 	b.WriteString("Produced by:\n\n")
 	cmd := r.Command
 	if cmd == "" {
@@ -119,11 +136,19 @@ func (r Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw, "case\tverdict\treceiver\tframe\tprogram ns/pkt\tbaseline ns/pkt\tnet ns/pkt\tratio\t")
 	for _, c := range r.Cases {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.3f\t\n",
-			c.Name, c.Verdict, c.Mode, c.FrameLen,
+			c.Name, c.verdictName(), c.receiver(), c.FrameLen,
 			fmtNs(c.Program.NsPerPacket.Median), fmtNs(c.Baseline.NsPerPacket.Median),
 			fmtSigned(c.NetNs.Median), c.Ratio.Median)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if d := r.DSR; d != nil {
+		_, err := fmt.Fprintf(w, "\nhttp through lb %.0f req/s, direct %.0f req/s, ratio %.3f (%.3f-%.3f)\n",
+			d.LBRPS.Median, d.DirectRPS.Median, d.Ratio.Median, d.Ratio.Min, d.Ratio.Max)
+		return err
+	}
+	return nil
 }
 
 // WriteNetChart draws each case's net ns per packet as a bar, with the
@@ -163,4 +188,20 @@ func fmtSigned(v float64) string {
 
 func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+// verdictName is the case's XDP verdict or TC action.
+func (c CaseResult) verdictName() string {
+	if c.Kind == KindTC {
+		return c.TCAction
+	}
+	return c.Verdict.String()
+}
+
+// receiver is the XDP mode of the lab's receiving end; TC cases have none.
+func (c CaseResult) receiver() string {
+	if c.Kind == KindTC {
+		return "-"
+	}
+	return c.Mode.String()
 }

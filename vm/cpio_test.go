@@ -149,7 +149,7 @@ func TestGuestEnv(t *testing.T) {
 	want := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin",
 		"HOME=/x", "TMPDIR=/tmp", "GOCACHE=/tmp/go-cache", "LANG=C.UTF-8", "TERM=dumb",
-		"SLUICE_FOO=1", "SLUICE_REQUIRE_PRIV=1", "EXTRA=2",
+		"SLUICE_FOO=1", "SLUICE_REQUIRE_PRIV=1", "SLUICE_GUEST=1", "EXTRA=2",
 	}
 	if strings.Join(env, "\n") != strings.Join(want, "\n") {
 		t.Errorf("GuestEnv =\n%s\nwant\n%s", strings.Join(env, "\n"), strings.Join(want, "\n"))

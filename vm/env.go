@@ -5,10 +5,15 @@ import (
 	"time"
 )
 
+// GuestEnvVar is set to 1 in every guest, so that a test can tell it runs
+// under emulation (the generated-code check, which rebuilds with clang,
+// belongs on the host).
+const GuestEnvVar = "SLUICE_GUEST"
+
 // GuestEnv is the environment of a command run in the guest: a fixed base,
 // the caller's SLUICE_* variables (not SLUICE_VM_*, which configure the
-// runner), SLUICE_REQUIRE_PRIV=1, and extra, in that order of precedence
-// (later wins). The guest's /tmp is a tmpfs and its root is read-only, so
+// runner), SLUICE_REQUIRE_PRIV=1 and GuestEnvVar=1, and extra, in that order
+// of precedence (later wins). The guest's /tmp is a tmpfs and its root is read-only, so
 // TMPDIR and GOCACHE point into /tmp.
 func GuestEnv(host []string, extra []string) []string {
 	vals := map[string]string{}
@@ -39,6 +44,7 @@ func GuestEnv(host []string, extra []string) []string {
 		}
 	}
 	set("SLUICE_REQUIRE_PRIV=1")
+	set(GuestEnvVar + "=1")
 	for _, kv := range extra {
 		set(kv)
 	}

@@ -263,19 +263,24 @@ running process holds, and prints each one. Needs root.`, stderr)
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flags("sluice bench", "sluice bench [-out DIR] [-mode native|generic] [-samples N] [-repeat N]",
+	fs := flags("sluice bench", "sluice bench [-out DIR] [-mode native|generic] [-samples N] [-repeat N] [-tc-calls N] [-no-dsr]",
 		`Measures the load balancer's per-packet cost against an empty program in
-the same run (BPF_PROG_RUN with live frames on a veth), and writes the report
-as JSON, a Markdown table and charts. Needs root.`, stderr)
+the same run (BPF_PROG_RUN with live frames on a veth), then the backend
+agent's TC programs against an empty TC program (one run per syscall), then
+HTTP requests per second through the full DSR path against the same client and
+server talking directly, and writes the report as JSON, a Markdown table and
+charts. Needs root.`, stderr)
 	out := fs.String("out", bench.DefaultDir, "directory for the results")
 	mode := &modeFlag{mode: lb.Native}
 	fs.Var(mode, "mode", "XDP `mode` of the veth end that receives transmitted frames: native (default) or generic")
 	samples := fs.Int("samples", 0, "timed batches per program (default 0: the bench package's)")
 	repeat := fs.Uint("repeat", 0, "frames per timed batch (default 0: the bench package's)")
+	noDSR := fs.Bool("no-dsr", false, "skip the HTTP requests-per-second comparison through the DSR path")
+	tcCalls := fs.Int("tc-calls", 0, "TC cases: single-run syscalls per program and round (default 0: the bench package's)")
 	if status, done := parse(fs, args); done {
 		return status
 	}
-	if *repeat > math.MaxUint32 || *samples < 0 {
+	if *repeat > math.MaxUint32 || *samples < 0 || *tcCalls < 0 {
 		fmt.Fprintf(stderr, "sluice bench: -repeat %d or -samples %d out of range\n", *repeat, *samples)
 		return exitUsage
 	}
@@ -299,7 +304,20 @@ as JSON, a Markdown table and charts. Needs root.`, stderr)
 		return exitFail
 	}
 	defer resources.Close()
-	_, err = bench.Run(ctx, cases, *out, stdout, bench.Options{Samples: *samples, Repeat: uint32(*repeat)})
+	tcCases, agentResources, err := bench.AgentCases()
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
+		return exitFail
+	}
+	defer agentResources.Close()
+	suite := bench.Suite{
+		Cases: cases, Options: bench.Options{Samples: *samples, Repeat: uint32(*repeat)},
+		TC: tcCases, TCOptions: bench.TCOptions{Rounds: *samples, Calls: *tcCalls},
+	}
+	if !*noDSR {
+		suite.DSR = &bench.DSROptions{Mode: benchMode}
+	}
+	_, err = bench.RunSuite(ctx, suite, *out, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
 		return exitFail
