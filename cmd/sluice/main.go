@@ -281,7 +281,7 @@ charts. Needs root.`, stderr)
 		return status
 	}
 	if *repeat > math.MaxUint32 || *samples < 0 || *tcCalls < 0 {
-		fmt.Fprintf(stderr, "sluice bench: -repeat %d or -samples %d out of range\n", *repeat, *samples)
+		fmt.Fprintf(stderr, "sluice bench: -repeat %d, -samples %d or -tc-calls %d out of range\n", *repeat, *samples, *tcCalls)
 		return exitUsage
 	}
 	benchMode := bench.Native

@@ -28,6 +28,7 @@ func TestCommandLine(t *testing.T) {
 		{name: "sim clean stray argument", args: []string{"sim", "clean", "all"}, status: exitUsage, stderr: `unexpected argument "all"`},
 		{name: "bench bad mode", args: []string{"bench", "-mode", "fast"}, status: exitUsage, stderr: "want native or generic"},
 		{name: "bench negative samples", args: []string{"bench", "-samples", "-1"}, status: exitUsage, stderr: "out of range"},
+		{name: "bench negative tc calls", args: []string{"bench", "-tc-calls", "-5"}, status: exitUsage, stderr: "-tc-calls -5 out of range"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
