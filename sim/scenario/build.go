@@ -67,8 +67,8 @@ func (w *world) build(mode lb.Mode) error {
 		w.nodes[n.Name] = node
 	}
 	for _, l := range sc.Links {
-		a := topo.LinkEnd{Node: w.nodes[l.A.Node], Iface: l.A.Iface, MAC: l.A.MAC, Addrs: l.A.Addrs, Queues: l.A.Queues}
-		b := topo.LinkEnd{Node: w.nodes[l.B.Node], Iface: l.B.Iface, MAC: l.B.MAC, Addrs: l.B.Addrs, Queues: l.B.Queues}
+		a := topo.LinkEnd{Node: w.nodes[l.A.Node], Iface: l.A.Iface, MAC: l.A.MAC, Addrs: l.A.Addrs, Queues: l.A.Queues, MTU: l.A.MTU}
+		b := topo.LinkEnd{Node: w.nodes[l.B.Node], Iface: l.B.Iface, MAC: l.B.MAC, Addrs: l.B.Addrs, Queues: l.B.Queues, MTU: l.B.MTU}
 		link, err := w.topo.AddLink(a, b)
 		if err != nil {
 			return err

@@ -90,6 +90,7 @@ func (d *decoder) linkEnd(n *yaml.Node, path string, e *LinkEnd) {
 			})
 		}},
 		"queues": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, 64, &e.Queues) }},
+		"mtu":    {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1280, 9000, &e.MTU) }},
 	})
 }
 

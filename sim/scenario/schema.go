@@ -67,6 +67,8 @@ type LinkEnd struct {
 	MAC    net.HardwareAddr
 	Addrs  []netip.Prefix
 	Queues int
+	// MTU is the interface's MTU; 0 keeps 1500.
+	MTU int
 }
 
 // Link is a veth pair.

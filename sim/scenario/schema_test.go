@@ -114,6 +114,7 @@ func TestParseRejects(t *testing.T) {
 		{"service with http and udp", "steps:\n", "services:\n  - {node: backend1, http: 10.0.3.2:80, udp: 10.0.3.2:53}\nsteps:\n", "bad.yaml:24: services[0]: want exactly one of http and udp"},
 		{"service with neither", "steps:\n", "services:\n  - {node: backend1}\nsteps:\n", "bad.yaml:24: services[0]: want exactly one of http and udp"},
 		{"udp service on the gue port", "steps:\n", "services:\n  - {node: backend1, udp: 10.0.3.2:6080}\nsteps:\n", "bad.yaml:24: services[0].udp: port 6080 is the GUE port"},
+		{"mtu out of range", "{node: client, addrs: [10.0.1.2/24]}", "{node: client, addrs: [10.0.1.2/24], mtu: 100}", "bad.yaml:9: links[0].a.mtu: 100: want a whole number from 1280 to 9000"},
 		{"sysctl outside net", "client: {role: client}", "client: {role: client, sysctls: {kernel.panic: 1}}", "bad.yaml:4: nodes.client.sysctls.kernel.panic: want a net.* sysctl name"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

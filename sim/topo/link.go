@@ -32,6 +32,10 @@ type LinkEnd struct {
 	// interface; 0 leaves the kernel's default (one). More queues let
 	// several CPUs send and receive on the link at once.
 	Queues int
+	// MTU is the interface's MTU; 0 leaves the kernel's default (1500).
+	// A larger MTU lets traffic sources send packets that an LB must
+	// refuse with "packet too big" at its tunnel MTU.
+	MTU int
 }
 
 // Endpoint is one end of a created link, defaults filled in.
@@ -119,12 +123,13 @@ func (t *Topology) AddLink(a, b LinkEnd) (_ *Link, err error) {
 	t.links++
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{Name: ea.Iface, HardwareAddr: ea.MAC, Index: linkIndexBase + t.links,
-			NumTxQueues: a.Queues, NumRxQueues: a.Queues},
+			NumTxQueues: a.Queues, NumRxQueues: a.Queues, MTU: a.MTU},
 		PeerName:         eb.Iface,
 		PeerHardwareAddr: eb.MAC,
 		PeerNamespace:    netlink.NsFd(b.Node.ns),
 		PeerNumTxQueues:  uint32(b.Queues),
 		PeerNumRxQueues:  uint32(b.Queues),
+		PeerMTU:          uint32(b.MTU),
 	}
 	if err := a.Node.nl.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth %v: %w", l, err)
@@ -157,6 +162,13 @@ func (t *Topology) AddLink(a, b LinkEnd) (_ *Link, err error) {
 // maxQueues bounds LinkEnd.Queues; veth accepts up to 4096, far more than
 // a simulation on a few CPUs can use.
 const maxQueues = 64
+
+// minMTU and maxMTU bound LinkEnd.MTU: IPv6's minimum and veth's maximum
+// with a jumbo frame's worth of room.
+const (
+	minMTU = 1280
+	maxMTU = 9000
+)
 
 // linkIndexBase starts the interface indexes AddLink picks; see AddLink.
 const linkIndexBase = 10000
@@ -232,6 +244,9 @@ func endpoint(e LinkEnd, peer string) (Endpoint, error) {
 		ep.MAC[0] = ep.MAC[0]&^0x01 | 0x02 // unicast, locally administered
 	} else if len(ep.MAC) != 6 || ep.MAC[0]&0x01 != 0 {
 		return ep, fmt.Errorf("interface %s in %s: %w mac %v: want a 6-byte unicast address", ep.Iface, e.Node.name, ErrInvalid, ep.MAC)
+	}
+	if e.MTU != 0 && (e.MTU < minMTU || e.MTU > maxMTU) {
+		return ep, fmt.Errorf("interface %s in %s: %w mtu %d: want %d to %d", ep.Iface, e.Node.name, ErrInvalid, e.MTU, minMTU, maxMTU)
 	}
 	if e.Queues < 0 || e.Queues > maxQueues {
 		return ep, fmt.Errorf("interface %s in %s: %w queue count %d: want 0 to %d", ep.Iface, e.Node.name, ErrInvalid, e.Queues, maxQueues)

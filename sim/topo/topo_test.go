@@ -848,3 +848,30 @@ func TestMultipathRouteAndLinkDown(t *testing.T) {
 		t.Error("SetLinkUp of a missing interface succeeded")
 	}
 }
+
+func TestLinkMTU(t *testing.T) {
+	topo := newTopo(t)
+	n := addNodes(t, topo, "a", "b", "c")
+	l, err := topo.AddLink(LinkEnd{Node: n[0], MTU: 2000}, LinkEnd{Node: n[1], MTU: 1800})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []struct {
+		node *Node
+		name string
+		want int
+	}{{n[0], l.A.Iface, 2000}, {n[1], l.B.Iface, 1800}} {
+		lk, err := e.node.Netlink().LinkByName(e.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := lk.Attrs().MTU; got != e.want {
+			t.Errorf("mtu of %s in %s = %d, want %d", e.name, e.node.Name(), got, e.want)
+		}
+	}
+	for _, mtu := range []int{1279, 9001, -1} {
+		if _, err := topo.AddLink(LinkEnd{Node: n[0], Iface: "bad", MTU: mtu}, LinkEnd{Node: n[2]}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("AddLink with mtu %d: %v, want ErrInvalid", mtu, err)
+		}
+	}
+}
