@@ -102,6 +102,8 @@ func TestFailedRunCleansUp(t *testing.T) {
 			t.Errorf("pcap of the failed step: %v", err)
 		}
 		os.Remove(p)
+		// The run's directory holds nothing else.
+		os.Remove(filepath.Dir(p))
 	}
 
 	broken := strings.Replace(base, "client: {role: client}", "client: {role: client, sysctls: {net.ipv4.no_such_setting: 1}}", 1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,8 @@ func TestTeardownReleasesEverything(t *testing.T) {
 			for _, s := range res.Steps {
 				for _, p := range s.Pcaps {
 					os.Remove(p)
+					// The run's directory holds nothing else.
+					os.Remove(filepath.Dir(p))
 				}
 			}
 			return ""
