@@ -1,7 +1,7 @@
 // Command vmexec runs a program inside a VM booted on another kernel, for
 // `go test -exec`:
 //
-//	go test -exec "go run ./vm/cmd/vmexec -kernel 6.1" ./dataplane/lb
+//	go test -exec "go run github.com/sluice-dp/sluice/vm/cmd/vmexec -kernel 6.1" ./dataplane/lb
 //
 // The program (go test's test binary) is staged under /var/tmp, the guest
 // runs it in the current directory with its arguments and the environment
