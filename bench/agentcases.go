@@ -94,11 +94,11 @@ func AgentCases() (cases []TCCase, closer io.Closer, err error) {
 		}
 	}
 	cases = []TCCase{
-		{Name: "agent decap gue v4", Program: a.Egress(), Frame: tunnel(vipLocal), Action: TCOK,
+		{Name: "agent decap gue v4", Program: a.Egress(), Frame: tunnel(vipLocal), Action: pkttest.TCActOK,
 			Check: counted("deliver_local", 1)},
-		{Name: "agent decap+dnat v4", Program: a.Egress(), Frame: tunnel(vipTrans), Action: TCOK,
+		{Name: "agent decap+dnat v4", Program: a.Egress(), Frame: tunnel(vipTrans), Action: pkttest.TCActOK,
 			Check: counted("deliver_transparent", 1)},
-		{Name: "agent reply rewrite v4", Program: a.Ingress(), Frame: reply, Action: TCOK,
+		{Name: "agent reply rewrite v4", Program: a.Ingress(), Frame: reply, Action: pkttest.TCActOK,
 			Check: counted("reply_rewritten", 1)},
 	}
 	return cases, a, nil

@@ -10,32 +10,14 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
 // KindTC marks a CaseResult measured by [CompareTC]: a TC (sched_cls)
 // program, timed one call at a time. Cases without a kind are XDP cases
 // measured by [Compare].
 const KindTC = "tc"
-
-// TCAction is a TC program's return code (include/uapi/linux/pkt_cls.h).
-type TCAction int32
-
-// The TC actions a measured program may return. Each has an empty baseline.
-const (
-	TCOK   TCAction = 0
-	TCShot TCAction = 2
-)
-
-// String returns the kernel's name for the action.
-func (a TCAction) String() string {
-	switch a {
-	case TCOK:
-		return "TC_ACT_OK"
-	case TCShot:
-		return "TC_ACT_SHOT"
-	}
-	return fmt.Sprintf("TC_ACT_%d", int32(a))
-}
 
 // TCOptions tune [CompareTC]. The zero value asks for the defaults.
 type TCOptions struct {
@@ -77,15 +59,15 @@ type TCCase struct {
 	// fresh socket buffer from it for each syscall.
 	Frame []byte
 	// Action is what Program returns for Frame; CompareTC checks it first.
-	Action TCAction
+	Action pkttest.TCAction
 	// Check, when set, runs after that first call and says whether the
 	// program took the path the case is about (from its counters, say).
 	Check func() error
 }
 
 // EmptyTCProgram loads a SchedCLS program that does nothing but return a.
-func EmptyTCProgram(a TCAction) (*ebpf.Program, error) {
-	if a != TCOK && a != TCShot {
+func EmptyTCProgram(a pkttest.TCAction) (*ebpf.Program, error) {
+	if a != pkttest.TCActOK && a != pkttest.TCActShot {
 		return nil, fmt.Errorf("empty program for %s: only TC_ACT_OK and TC_ACT_SHOT have a baseline", a)
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -138,7 +120,7 @@ func CompareTC(ctx context.Context, cases []TCCase, opts TCOptions, progress io.
 		}
 		seen[c.Name] = true
 	}
-	baselines := map[TCAction]*ebpf.Program{}
+	baselines := map[pkttest.TCAction]*ebpf.Program{}
 	defer func() {
 		for _, p := range baselines {
 			p.Close()
@@ -177,7 +159,7 @@ func compareTCCase(ctx context.Context, c TCCase, base *ebpf.Program, opts TCOpt
 		if err != nil {
 			return CaseResult{}, err
 		}
-		if got := TCAction(int32(ret)); got != c.Action {
+		if got := pkttest.TCAction(int32(ret)); got != c.Action {
 			return CaseResult{}, fmt.Errorf("program returned %s for the frame, case says %s: %w", got, c.Action, ErrVerdict)
 		}
 		if p == c.Program && c.Check != nil {

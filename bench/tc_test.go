@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
 
@@ -50,7 +51,7 @@ func TestAgentCases(t *testing.T) {
 // action than the case says is refused before it is timed.
 func TestCompareTCRefusesWrongAction(t *testing.T) {
 	testenv.RequirePriv(t)
-	shot, err := EmptyTCProgram(TCShot)
+	shot, err := EmptyTCProgram(pkttest.TCActShot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func TestCompareTCRefusesWrongAction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = CompareTC(context.Background(), []TCCase{{Name: "x", Program: shot, Frame: frame, Action: TCOK}}, TCOptions{Rounds: 1, Calls: 10}, nil)
+	_, err = CompareTC(context.Background(), []TCCase{{Name: "x", Program: shot, Frame: frame, Action: pkttest.TCActOK}}, TCOptions{Rounds: 1, Calls: 10}, nil)
 	if err == nil || !strings.Contains(err.Error(), "unexpected verdict") {
 		t.Fatalf("err %v, want unexpected verdict", err)
 	}
