@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,42 +10,13 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/internal/attach/attachtest"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
-
-// inNetns runs fn on a thread inside a new network namespace, which
-// disappears with everything in it when fn returns.
-func inNetns(t *testing.T, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("get netns: %v", err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("new netns: %v", err)
-	}
-	defer func() {
-		ns.Close()
-		// A thread that cannot go back stays locked, so that the Go
-		// runtime retires it rather than reuse it in the wrong namespace.
-		if err := netns.Set(orig); err != nil {
-			t.Errorf("return to the original netns: %v", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
-}
 
 // kernelHasTCX says whether the running kernel is 6.6 or later, where tcx
 // appeared; judged from the release string, independently of how the
@@ -124,7 +94,7 @@ func TestAttach(t *testing.T) {
 			name = "netlink forced"
 		}
 		t.Run(name, func(t *testing.T) {
-			inNetns(t, func() { checkAttach(t, a, force) })
+			attachtest.InNetns(t, func() { checkAttach(t, a, force) })
 		})
 	}
 }
@@ -159,7 +129,7 @@ func checkAttach(t *testing.T, a *Agent, force bool) {
 	if at.Method != want {
 		t.Errorf("attached with %v, want %v", at.Method, want)
 	}
-	egressID, ingressID := progID(t, a.Egress()), progID(t, a.Ingress())
+	egressID, ingressID := attachtest.ProgID(t, a.Egress()), attachtest.ProgID(t, a.Ingress())
 	if got := attachedIDs(t, host, at.Method); !got[egressID] || !got[ingressID] {
 		t.Errorf("attached programs %v, want egress %d and ingress %d", got, egressID, ingressID)
 	}
@@ -219,19 +189,6 @@ func checkAttach(t *testing.T, a *Agent, force bool) {
 			}
 		}
 	}
-}
-
-func progID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
-	t.Helper()
-	info, err := p.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, ok := info.ID()
-	if !ok {
-		t.Fatal("program id unavailable")
-	}
-	return id
 }
 
 func attachedIDs(t *testing.T, l netlink.Link, m Method) map[ebpf.ProgramID]bool {

@@ -2,53 +2,33 @@ package lb
 
 import (
 	"fmt"
-	"net"
 
-	"github.com/cilium/ebpf/link"
+	"github.com/sluice-dp/sluice/dataplane/internal/attach"
 )
 
 // Mode is how an XDP program is attached.
-type Mode uint8
+type Mode = attach.Mode
 
 // Attach modes.
 const (
 	// Native runs the program in the driver, before any socket buffer is
 	// allocated. The driver must support XDP (veth does).
-	Native Mode = iota
+	Native = attach.Native
 	// Generic runs the program on socket buffers; it works on any device
 	// and is slower.
-	Generic
+	Generic = attach.Generic
 )
 
-func (m Mode) String() string {
-	if m == Generic {
-		return "generic"
-	}
-	return "native"
-}
-
 // Attachment is the program attached to one interface. Close detaches it.
-type Attachment struct {
-	link.Link
-	Interface string
-	Mode      Mode
-}
+type Attachment = attach.XDPAttachment
 
 // Attach attaches the program to an interface of the current network
 // namespace. The program returns its encapsulated packets out of the same
 // interface (XDP_TX).
 func (l *LB) Attach(iface string, mode Mode) (*Attachment, error) {
-	dev, err := net.InterfaceByName(iface)
+	a, err := attach.XDP(l.objs.LbXdp, iface, mode)
 	if err != nil {
 		return nil, fmt.Errorf("attach lb to %s: %w", iface, err)
 	}
-	flags := link.XDPDriverMode
-	if mode == Generic {
-		flags = link.XDPGenericMode
-	}
-	lk, err := link.AttachXDP(link.XDPOptions{Program: l.objs.LbXdp, Interface: dev.Index, Flags: flags})
-	if err != nil {
-		return nil, fmt.Errorf("attach lb to %s in %s mode: %w", iface, mode, err)
-	}
-	return &Attachment{Link: lk, Interface: iface, Mode: mode}, nil
+	return a, nil
 }
