@@ -18,8 +18,10 @@ import (
 // LBCases loads a load balancer with one VIP per case kind and returns the
 // cases of the load balancer's per-packet cost: the GUE IPv4 hit path
 // (established TCP), the miss path (SYN, which always takes the Maglev
-// ring and rewrites the connection table), IPv6, IPIP, and the Floor of the
-// hit path (its unavoidable calls alone). Every case runs
+// ring and rewrites the connection table), IPv6, IPIP, the Floor of the
+// hit path (its unavoidable calls alone), and the hit path with the load
+// balancer as the only member of a chain (root and one tail call in front).
+// Every case runs
 // the program, and its baseline the empty XDP_TX program, through the same
 // Restoring shim. The caller closes the returned Closer after measuring.
 func LBCases(mode Mode) (cases []Case, closer io.Closer, err error) {
@@ -118,7 +120,11 @@ func LBCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 		res.closers = append(res.closers, base)
 		cases = append(cases, Case{Name: c.name, Program: prog.Program, Baseline: base.Program, Frame: c.frame, Verdict: TX, Mode: mode})
 	}
-	return cases, res, nil
+	chained, err := chainedCase("chain [lb] gue v4 hit", l.Program(), hit4, TX, mode, res)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(cases, chained), res, nil
 }
 
 // resources closes everything a set of cases holds, newest first.

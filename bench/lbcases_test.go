@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
 
@@ -19,8 +22,8 @@ func TestLBCasesTakeTheirPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer res.Close()
-	if len(cases) != 5 {
-		t.Fatalf("%d cases, want 5", len(cases))
+	if len(cases) != 6 {
+		t.Fatalf("%d cases, want 6", len(cases))
 	}
 	for _, c := range cases {
 		for _, prog := range []*ebpf.Program{c.Program, c.Baseline} {
@@ -37,6 +40,56 @@ func TestLBCasesTakeTheirPath(t *testing.T) {
 				// Feed the output back, as a reused live-frames page would be.
 				buf = opts.DataOut[len(opts.DataOut)-len(c.Frame):]
 			}
+		}
+	}
+}
+
+// TestChainedLBCaseMatchesLB checks that the load balancer behind a chain
+// root transmits the very frame the load balancer alone does, so the two
+// cases measure the same work but for the root and its tail call.
+func TestChainedLBCaseMatchesLB(t *testing.T) {
+	testenv.RequirePriv(t)
+	cases, res, err := LBCases(Native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	out := map[string][]byte{}
+	for _, c := range cases {
+		opts := ebpf.RunOptions{Data: c.Frame, DataOut: make([]byte, len(c.Frame)+256)}
+		if _, err := c.Program.Run(&opts); err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		out[c.Name] = opts.DataOut
+	}
+	alone, chained := out["lb gue v4 hit"], out["chain [lb] gue v4 hit"]
+	if alone == nil || chained == nil {
+		t.Fatalf("cases %v lack the load balancer alone or chained", slices.Collect(maps.Keys(out)))
+	}
+	pkttest.Expect(t, alone, chained)
+}
+
+// TestChainCasesTakeTheirPath checks the chain cases' verdicts: the root
+// with no member passes, the root with the dropping member drops, which
+// proves the tail call happened.
+func TestChainCasesTakeTheirPath(t *testing.T) {
+	testenv.RequirePriv(t)
+	cases, res, err := ChainCases(Native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	want := []Verdict{Pass, Drop}
+	if len(cases) != len(want) {
+		t.Fatalf("%d cases, want %d", len(cases), len(want))
+	}
+	for i, c := range cases {
+		v, err := c.Program.Run(&ebpf.RunOptions{Data: c.Frame})
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		if Verdict(v) != want[i] || c.Verdict != want[i] {
+			t.Errorf("%s: returned %s, case says %s, want %s", c.Name, Verdict(v), c.Verdict, want[i])
 		}
 	}
 }

@@ -48,15 +48,23 @@ const license = "Dual MIT/GPL"
 // spends around a program that returns v (the test-run loop, the transmit on
 // XDP_TX, the stack on XDP_PASS) is in both numbers and cancels out.
 func EmptyProgram(v Verdict) (*ebpf.Program, error) {
+	return emptyXDP(v, ebpf.AttachNone)
+}
+
+// emptyXDP is EmptyProgram with an expected attach type: a program array
+// accepts only programs of the attach type of its first user, and programs
+// loaded from an ELF "xdp" section expect AttachXDP.
+func emptyXDP(v Verdict, attach ebpf.AttachType) (*ebpf.Program, error) {
 	switch v {
 	case Drop, Pass, TX:
 	default:
 		return nil, fmt.Errorf("empty program for %s: only XDP_DROP, XDP_PASS and XDP_TX have a baseline", v)
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:    "bench_empty",
-		Type:    ebpf.XDP,
-		License: license,
+		Name:       "bench_empty",
+		Type:       ebpf.XDP,
+		AttachType: attach,
+		License:    license,
 		Instructions: asm.Instructions{
 			asm.Mov.Imm(asm.R0, int32(v)),
 			asm.Return(),

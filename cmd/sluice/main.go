@@ -304,6 +304,13 @@ charts. Needs root.`, stderr)
 		return exitFail
 	}
 	defer resources.Close()
+	chainCases, chainResources, err := bench.ChainCases(benchMode)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
+		return exitFail
+	}
+	defer chainResources.Close()
+	cases = append(cases, chainCases...)
 	tcCases, agentResources, err := bench.AgentCases()
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
