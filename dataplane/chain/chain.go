@@ -99,6 +99,15 @@ func (h Hook) String() string {
 	return fmt.Sprintf("hook(%d)", uint8(h))
 }
 
+// expectedAttach names the expected attach type of the hook's root, which
+// members must share.
+func (h Hook) expectedAttach() string {
+	if h == XDP {
+		return "AttachXDP, as for ELF section \"xdp\""
+	}
+	return "AttachNone, as for ELF section \"tc\""
+}
+
 // ProgramType is the type every program of a chain on this hook has.
 func (h Hook) ProgramType() ebpf.ProgramType {
 	if h == XDP {
@@ -258,7 +267,9 @@ func (c *Chain) Set(members []Member) error {
 	}
 	for i, m := range members {
 		if err := c.maps.ChainProgs.Put(base+uint32(i), m.Program); err != nil {
-			return fmt.Errorf("set chain %s: member %s: %w", c.name, m.Name, err)
+			// The type was checked; what the kernel still refuses is
+			// most likely an expected attach type unlike the root's.
+			return fmt.Errorf("set chain %s: member %s (its expected attach type must be the root's: %s): %w", c.name, m.Name, c.hook.expectedAttach(), err)
 		}
 	}
 	if err := c.maps.ChainLens.Put(region, uint32(len(members))); err != nil {
