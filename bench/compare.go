@@ -33,6 +33,12 @@ type Case struct {
 	// for XDP_TX: the program under test runs in the test-run harness
 	// either way.
 	Mode Mode
+	// Warmup is how many times Compare runs Program on Frame before it
+	// checks the verdict, for programs that keep state about the frame: a
+	// rate limiter admits the first SYNs of a window, and the warm-up
+	// spends that budget so the check sees the verdict of the steady state
+	// the rounds measure. 0 checks the very first run.
+	Warmup uint32
 }
 
 // CaseResult is a case's program and its baseline, measured in the same
@@ -244,7 +250,12 @@ func validate(cases []Case) error {
 }
 
 func compareCase(ctx context.Context, lab *Lab, c Case, base *ebpf.Program, opts Options, round func(int, []float64)) (CaseResult, error) {
-	got, err := lab.verdict(c.Program, c.Frame)
+	if c.Warmup > 0 {
+		if _, err := lab.verdict(c.Program, c.Frame, c.Warmup); err != nil {
+			return CaseResult{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	got, err := lab.verdict(c.Program, c.Frame, 1)
 	if err != nil {
 		return CaseResult{}, err
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
@@ -90,6 +92,44 @@ func TestChainCasesTakeTheirPath(t *testing.T) {
 		}
 		if Verdict(v) != want[i] || c.Verdict != want[i] {
 			t.Errorf("%s: returned %s, case says %s, want %s", c.Name, Verdict(v), c.Verdict, want[i])
+		}
+	}
+}
+
+// TestPoliceCasesTakeTheirPath checks each policing case's verdict twice on
+// the same buffer, as live frames run it, and that the rate limiter's RST
+// case really transmits a RST to the SYN's sender.
+func TestPoliceCasesTakeTheirPath(t *testing.T) {
+	testenv.RequirePriv(t)
+	cases, res, err := PoliceCases(Native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	want := []Verdict{Pass, Drop, TX, Pass, Pass, Pass}
+	if len(cases) != len(want) {
+		t.Fatalf("%d cases, want %d", len(cases), len(want))
+	}
+	for i, c := range cases {
+		if _, err := c.Program.Run(&ebpf.RunOptions{Data: c.Frame, Repeat: c.Warmup}); err != nil {
+			t.Fatalf("%s: warm-up: %v", c.Name, err)
+		}
+		for run := range 2 {
+			opts := ebpf.RunOptions{Data: c.Frame, DataOut: make([]byte, len(c.Frame)+256)}
+			v, err := c.Program.Run(&opts)
+			if err != nil {
+				t.Fatalf("%s: run %d: %v", c.Name, run, err)
+			}
+			if Verdict(v) != want[i] {
+				t.Errorf("%s: run %d returned %s, want %s", c.Name, run, Verdict(v), want[i])
+			}
+			out := gopacket.NewPacket(opts.DataOut, layers.LayerTypeEthernet, gopacket.Default)
+			if c.Verdict == TX {
+				tcp, _ := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
+				if tcp == nil || !tcp.RST || tcp.DstPort != 40000 {
+					t.Errorf("%s: run %d transmitted %v, want a RST to port 40000", c.Name, run, out)
+				}
+			}
 		}
 	}
 }

@@ -202,15 +202,16 @@ func (l *Lab) interleave(ctx context.Context, progs []*ebpf.Program, frame []byt
 	return res, nil
 }
 
-// verdict runs prog once on frame, without live frames, and returns what
-// it decided. Live-frames runs do not report the verdict.
-func (l *Lab) verdict(prog *ebpf.Program, frame []byte) (Verdict, error) {
+// verdict runs prog repeat times on frame, without live frames, and
+// returns what the last run decided. Live-frames runs do not report the
+// verdict.
+func (l *Lab) verdict(prog *ebpf.Program, frame []byte, repeat uint32) (Verdict, error) {
 	var ret uint32
 	err := l.do(func() error {
 		var err error
 		ret, err = prog.Run(&ebpf.RunOptions{
 			Data:    frame,
-			Repeat:  1,
+			Repeat:  repeat,
 			Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: uint32(l.ifindex)},
 		})
 		return err

@@ -311,6 +311,13 @@ charts. Needs root.`, stderr)
 	}
 	defer chainResources.Close()
 	cases = append(cases, chainCases...)
+	policeCases, policeResources, err := bench.PoliceCases(benchMode)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
+		return exitFail
+	}
+	defer policeResources.Close()
+	cases = append(cases, policeCases...)
 	tcCases, agentResources, err := bench.AgentCases()
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
