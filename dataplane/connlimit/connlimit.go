@@ -220,12 +220,28 @@ func (l *Limiter) Program() *ebpf.Program { return l.objs.ClXdp }
 // Options returns the sizes the program was loaded with.
 func (l *Limiter) Options() Options { return l.opts }
 
+// Mode is how an XDP program is attached.
+type Mode = attach.Mode
+
+// Attach modes.
+const (
+	// Native runs the program in the driver, before any socket buffer is
+	// allocated. The driver must support XDP (veth does).
+	Native = attach.Native
+	// Generic runs the program on socket buffers; it works on any device
+	// and is slower.
+	Generic = attach.Generic
+)
+
+// Attachment is the program attached to one interface. Close detaches it.
+type Attachment = attach.XDPAttachment
+
 // Attach attaches the XDP program to an interface of the calling thread's
 // network namespace, which should be the one the Limiter counts: the
 // program judges handshakes' final ACKs against the sockets of the
 // interface's namespace. Refused SYNs answered with a RST leave through the
 // same interface (XDP_TX).
-func (l *Limiter) Attach(iface string, mode attach.Mode) (*attach.XDPAttachment, error) {
+func (l *Limiter) Attach(iface string, mode Mode) (*Attachment, error) {
 	at, err := attach.XDP(l.objs.ClXdp, iface, mode)
 	if err != nil {
 		return nil, fmt.Errorf("attach connlimit to %s: %w", iface, err)
