@@ -4,6 +4,7 @@
 #   build       go build ./... and bin/sluice
 #   test        unit, packet and scenario tests (as root, SLUICE_REQUIRE_PRIV=1)
 #   bench       benchmarks into bench/results
+#   vm-test     the tests in qemu guests on Debian 6.1 and 6.12 kernels (slow)
 #   lint        gofmt, go vet, staticcheck
 #   quickstart  a short guided run of Sluice
 #   clean       remove build output
@@ -49,7 +50,9 @@ clean:
 	rm -rf bin
 	rm -f bench/results/*.tmp
 
-# Kernel matrix (docs/kernels.md): the tests inside qemu guests per kernel.
+# Kernel matrix (docs/kernels.md): the tests inside qemu guests per kernel,
+# a kernel x package/scenario table at the end. .ci/run runs it for the
+# packet tests on 6.1 only.
 KERNELS ?= 6.1 6.12
 PKGS ?= ./...
 .PHONY: vm-test

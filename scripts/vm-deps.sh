@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the kernel-matrix runner (vm/) needs on Debian 12: qemu,
-# busybox-static, a virtiofs daemon, and the newest Debian cloud kernel of each
-# series in the matrix (6.1 and 6.12). Idempotent: when everything is present
-# it only looks and prints "vm-deps: all present".
+# busybox-static, a virtiofs daemon, xz and zstd (6.12's modules are .ko.xz),
+# iproute2 (the interop test configures fou with `ip`), and the newest Debian
+# cloud kernel of each series in the matrix (6.1 and 6.12, both from
+# bookworm-security on Debian 12). Idempotent: when everything is present it
+# only looks and prints "vm-deps: all present". On a machine without the
+# kernels it installs them, which also runs their initramfs hooks.
 #
 # The kernels are installed for booting under qemu only. Nothing here runs
-# update-grub or touches the host's boot configuration; the packages' own
-# hooks (initramfs-tools) do run, as they do for any kernel package.
+# update-grub itself, but the packages' own hooks run as for any kernel
+# package: initramfs-tools and, where grub is installed, zz-update-grub, which
+# lists the new kernels in the boot menu (on Debian the newest becomes the
+# default at the next reboot; set GRUB_DEFAULT on a machine where that matters).
 #
 # Usage: scripts/vm-deps.sh [series...]   (default: 6.1 6.12)
 # VM_DEPS_UPGRADE=1 installs the newest kernel of a series even when an older
@@ -33,7 +38,7 @@ series_regex() {
 }
 
 missing=()
-for p in qemu-system-x86 busybox-static; do
+for p in qemu-system-x86 busybox-static xz-utils zstd iproute2; do
 	is_installed "$p" || missing+=("$p")
 done
 

@@ -121,14 +121,14 @@ func TestScripts(t *testing.T) {
 		if out, err := exec.Command(sh, "-n", "-c", s).CombinedOutput(); err != nil {
 			t.Errorf("sh -n: %v: %s", err, out)
 		}
-		in := InitScript("6.1.0-1-cloud-amd64", []string{"kernel/net/ipv4/fou.ko.xz"}, "/var/tmp/x/run.sh")
+		in := InitScript("6.1.0-1-cloud-amd64", []string{"kernel/net/ipv4/fou.ko.xz"})
 		if out, err := exec.Command(sh, "-n", "-c", in).CombinedOutput(); err != nil {
 			t.Errorf("sh -n on init: %v: %s", err, out)
 		}
 		if !strings.Contains(in, "insmod /lib/modules/6.1.0-1-cloud-amd64/kernel/net/ipv4/fou.ko ") {
 			t.Errorf("init does not insmod the decompressed fou.ko:\n%s", in)
 		}
-		if !strings.Contains(in, "chroot $R /bin/sh /var/tmp/x/run.sh >/dev/ttyS1") {
+		if !strings.Contains(in, `chroot $R /bin/sh "$script" >/dev/ttyS1`) {
 			t.Errorf("init does not run the script on ttyS1:\n%s", in)
 		}
 	}

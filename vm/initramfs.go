@@ -33,32 +33,32 @@ const ResultMarker = "SLUICE-VM-EXIT "
 
 // Initramfs describes a built initramfs.
 type Initramfs struct {
-	Archive []byte   // newc cpio, uncompressed
-	Loaded  []string // module files, in load order
-	Absent  []string // requested test modules the kernel has neither as module nor built in
+	// Archive is the newc cpio, uncompressed; BuildInitramfs sets it.
+	Archive []byte
+	// Cached says that CachedInitramfs found the archive already built.
+	Cached bool
+	Loaded []string // module files, in load order
+	Absent []string // requested test modules the kernel has neither as module nor built in
 }
 
-// BuildInitramfs builds the guest's initramfs for k: a static busybox, the
-// boot and test modules with their dependencies (decompressed), /init and a
-// /sbin/modprobe that forwards module requests into the shared root, where
-// the kernel's whole module tree is.
-//
-// script is the guest path (in the shared root) of the shell script /init
-// runs; its output and exit status go to the second serial port.
-func BuildInitramfs(k Kernel, busybox, script string) (*Initramfs, error) {
-	if err := checkStatic(busybox); err != nil {
-		return nil, err
-	}
-	bb, err := os.ReadFile(busybox)
-	if err != nil {
-		return nil, err
-	}
+// initramfsPlan is what an initramfs for a kernel is made of, resolved
+// without reading the modules themselves: enough to name it in the cache.
+type initramfsPlan struct {
+	kernel  Kernel
+	order   []string // module files relative to kernel.Modules, in load order
+	absent  []string
+	modules []ModuleFile
+}
+
+// planInitramfs resolves the boot and test modules of k with the kernel's
+// own modules.dep and modules.builtin.
+func planInitramfs(k Kernel) (*initramfsPlan, error) {
 	md, builtin, err := loadModuleTree(k.Modules)
 	if err != nil {
 		return nil, err
 	}
 	order, missing := md.Resolve(append(append([]string{}, BootModules...), TestModules...))
-	ir := &Initramfs{Loaded: order}
+	p := &initramfsPlan{kernel: k, order: order}
 	for _, m := range missing {
 		if builtin[ModuleName(m)] {
 			continue
@@ -68,9 +68,46 @@ func BuildInitramfs(k Kernel, busybox, script string) (*Initramfs, error) {
 				return nil, fmt.Errorf("kernel %s has %s neither built in nor as a module: the guest cannot reach the shared root", k.Version, m)
 			}
 		}
-		ir.Absent = append(ir.Absent, m)
+		p.absent = append(p.absent, m)
 	}
+	for _, f := range order {
+		st, err := os.Stat(filepath.Join(k.Modules, f))
+		if err != nil {
+			return nil, fmt.Errorf("kernel %s: module %w", k.Version, err)
+		}
+		p.modules = append(p.modules, ModuleFile{Path: f, Size: st.Size(), ModTime: st.ModTime().UnixNano()})
+	}
+	return p, nil
+}
 
+// BuildInitramfs builds the guest's initramfs for k: a static busybox, the
+// boot and test modules with their dependencies (decompressed), /init and a
+// /sbin/modprobe that forwards module requests into the shared root, where
+// the kernel's whole module tree is. Nothing in it depends on the command
+// to run: /init finds its script on the kernel command line (see
+// InitScript), so one archive serves every run on k (see CachedInitramfs).
+func BuildInitramfs(k Kernel, busybox string) (*Initramfs, error) {
+	p, err := planInitramfs(k)
+	if err != nil {
+		return nil, err
+	}
+	bb, err := readBusybox(busybox)
+	if err != nil {
+		return nil, err
+	}
+	return p.build(bb)
+}
+
+// readBusybox reads the busybox binary after checking that it is static.
+func readBusybox(busybox string) ([]byte, error) {
+	if err := checkStatic(busybox); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(busybox)
+}
+
+func (p *initramfsPlan) build(bb []byte) (*Initramfs, error) {
+	k := p.kernel
 	entries := []CPIOEntry{
 		{Name: "bin", Mode: ModeDir | 0o755},
 		{Name: "sbin", Mode: ModeDir | 0o755},
@@ -81,12 +118,12 @@ func BuildInitramfs(k Kernel, busybox, script string) (*Initramfs, error) {
 		{Name: "newroot", Mode: ModeDir | 0o755},
 		{Name: "bin/busybox", Mode: ModeRegular | 0o755, Data: bb},
 		{Name: "bin/sh", Mode: ModeSymlink | 0o777, Data: []byte("busybox")},
-		{Name: "init", Mode: ModeRegular | 0o755, Data: []byte(InitScript(k.Version, order, script))},
+		{Name: "init", Mode: ModeRegular | 0o755, Data: []byte(InitScript(k.Version, p.order))},
 		{Name: "sbin/modprobe", Mode: ModeRegular | 0o755, Data: []byte(modprobeScript)},
 	}
 	dirs := map[string]bool{}
 	var mods []CPIOEntry
-	for _, f := range order {
+	for _, f := range p.order {
 		dst := path.Join("lib/modules", k.Version, strings.TrimSuffix(strings.TrimSuffix(f, ".xz"), ".zst"))
 		dst = strings.TrimSuffix(dst, ".gz")
 		for d := path.Dir(dst); d != "." && !dirs[d]; d = path.Dir(d) {
@@ -111,8 +148,7 @@ func BuildInitramfs(k Kernel, busybox, script string) (*Initramfs, error) {
 	if err := WriteCPIO(&buf, entries); err != nil {
 		return nil, err
 	}
-	ir.Archive = buf.Bytes()
-	return ir, nil
+	return &Initramfs{Archive: buf.Bytes(), Loaded: p.order, Absent: p.absent}, nil
 }
 
 func sortEntries(es []CPIOEntry) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -24,6 +25,31 @@ type PackageResult struct {
 	Passed, Failed, Skipped int    // top-level tests
 	NoTests                 bool   // no test files
 	Output                  strings.Builder
+	// Tests holds every test and subtest that ended, by full name
+	// ("TestScenarios/quickstart").
+	Tests map[string]*TestResult
+}
+
+// TestResult is one test's or subtest's outcome.
+type TestResult struct {
+	Status string // "pass", "fail", "skip"
+	// Reason is a skipped test's message: the last line it logged, without
+	// the file:line prefix (testenv.SkipUnless says "skipped: <why>").
+	Reason string
+	last   string
+}
+
+// Cell is the matrix text of a test's result.
+func (r *TestResult) Cell() string {
+	switch r.Status {
+	case "pass":
+		return "pass"
+	case "fail":
+		return "FAIL"
+	case "skip":
+		return "skip (" + r.Reason + ")"
+	}
+	return "? (no result)"
 }
 
 // Cell is the matrix text of a result: pass/fail/skip with the reason.
@@ -53,10 +79,18 @@ func ParseTestJSON(r io.Reader) (map[string]*PackageResult, error) {
 	get := func(pkg string) *PackageResult {
 		p := res[pkg]
 		if p == nil {
-			p = &PackageResult{Package: pkg}
+			p = &PackageResult{Package: pkg, Tests: map[string]*TestResult{}}
 			res[pkg] = p
 		}
 		return p
+	}
+	test := func(p *PackageResult, name string) *TestResult {
+		r := p.Tests[name]
+		if r == nil {
+			r = &TestResult{}
+			p.Tests[name] = r
+		}
+		return r
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
@@ -73,10 +107,23 @@ func ParseTestJSON(r io.Reader) (map[string]*PackageResult, error) {
 			if ev.Test == "" && strings.Contains(ev.Output, "[no test files]") {
 				p.NoTests = true
 			}
+			if ev.Test != "" {
+				if m := logLine.FindStringSubmatch(ev.Output); m != nil {
+					test(p, ev.Test).last = m[1]
+				}
+			}
 		case "pass", "fail", "skip":
 			if ev.Test == "" {
 				p.Status = ev.Action
 				continue
+			}
+			r := test(p, ev.Test)
+			r.Status = ev.Action
+			if ev.Action == "skip" {
+				r.Reason = strings.TrimPrefix(r.last, "skipped: ")
+				if r.Reason == "" {
+					r.Reason = "no reason given"
+				}
 			}
 			if top {
 				switch ev.Action {
@@ -91,6 +138,23 @@ func ParseTestJSON(r io.Reader) (map[string]*PackageResult, error) {
 		}
 	}
 	return res, sc.Err()
+}
+
+// logLine matches a line a test logged (t.Log, t.Skip, ...): indented,
+// "file.go:NN: " and the message.
+var logLine = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*?)\s*$`)
+
+// Skips lists a package's skipped tests, top-level ones and subtests of
+// tests that ran, as "name: reason", sorted.
+func (p *PackageResult) Skips() []string {
+	var out []string
+	for name, r := range p.Tests {
+		if r.Status == "skip" {
+			out = append(out, name+": "+r.Reason)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // FormatMatrix writes the kernel × package table.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -22,6 +23,12 @@ type MatrixOptions struct {
 	Timeout time.Duration
 	// Run is go test's -run pattern, if any.
 	Run string
+	// Expand names top-level tests whose subtests get rows of their own
+	// ("TestScenarios": one row per scenario).
+	Expand []string
+	// Skips are tests not run in guests, reported as skipped with their
+	// reason (normally GuestSkips).
+	Skips []GuestSkip
 }
 
 // RunMatrix runs the packages' tests inside a VM per kernel, through
@@ -46,8 +53,13 @@ func RunMatrix(opts MatrixOptions, stdout, stderr io.Writer) (failed bool, err e
 	if b, err := exec.Command("go", "build", "-o", exe, "github.com/sluice-dp/sluice/vm/cmd/vmexec").CombinedOutput(); err != nil {
 		return false, fmt.Errorf("build vmexec: %w\n%s", err, b)
 	}
+	skip, err := skipPattern(opts.Skips, pkgs)
+	if err != nil {
+		return false, err
+	}
 	cells := map[string]map[string]string{}
-	var failures []string
+	rows := slices.Clone(pkgs)
+	var failures, skips []string
 	for _, series := range kernels {
 		cells[series] = map[string]string{}
 		k, err := FindKernel(series, "/boot", "/lib/modules")
@@ -63,6 +75,9 @@ func RunMatrix(opts MatrixOptions, stdout, stderr io.Writer) (failed bool, err e
 			"-exec", exe + " -kernel " + k.Version}
 		if run != "" {
 			args = append(args, "-run", run)
+		}
+		if skip != "" {
+			args = append(args, "-skip", skip)
 		}
 		cmd := exec.Command("go", append(args, pkgs...)...)
 		var goOut, goErr bytes.Buffer
@@ -82,6 +97,30 @@ func RunMatrix(opts MatrixOptions, stdout, stderr io.Writer) (failed bool, err e
 				continue
 			}
 			cells[series][p] = r.Cell()
+			for name, t := range r.Tests {
+				top, sub, nested := strings.Cut(name, "/")
+				if nested && !strings.Contains(sub, "/") && slices.Contains(opts.Expand, top) {
+					row := p + " " + name
+					if !slices.Contains(rows, row) {
+						rows = append(rows, row)
+					}
+					cells[series][row] = t.Cell()
+				}
+			}
+			for _, sk := range r.Skips() {
+				skips = append(skips, fmt.Sprintf("%s  %s  %s", series, p, sk))
+			}
+			for _, gs := range opts.Skips {
+				if gs.Package != p {
+					continue
+				}
+				row := p + " " + gs.Test
+				if !slices.Contains(rows, row) {
+					rows = append(rows, row)
+				}
+				cells[series][row] = "skip (not run in guests)"
+				skips = append(skips, fmt.Sprintf("%s  %s  %s: not run in guests: %s", series, p, gs.Test, gs.Reason))
+			}
 			if r.Status == "fail" || r.Status == "" && !r.NoTests {
 				failed = true
 				failures = append(failures, fmt.Sprintf("=== %s on %s (%s)\n%s", p, series, k.Version, tail(r.Output.String(), 60)))
@@ -93,7 +132,13 @@ func RunMatrix(opts MatrixOptions, stdout, stderr io.Writer) (failed bool, err e
 	}
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "Kernel matrix (results only; timing inside TCG guests is meaningless and not reported):")
-	FormatMatrix(stdout, kernels, pkgs, cells)
+	FormatMatrix(stdout, kernels, rows, cells)
+	if len(skips) > 0 {
+		fmt.Fprintln(stdout, "\nSkipped tests (kernel, package, test: reason):")
+		for _, s := range skips {
+			fmt.Fprintln(stdout, "  "+s)
+		}
+	}
 	fmt.Fprintln(stdout, "go test output per kernel:", out)
 	return failed, nil
 }

@@ -160,16 +160,16 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 	if err := os.WriteFile(script, []byte(RunScript(cfg.Dir, cfg.Env, cfg.Argv)), 0o755); err != nil {
 		return res, err
 	}
-	ir, err := BuildInitramfs(cfg.Kernel, busybox, script)
+	initrd := filepath.Join(r.Dir, "initrd.cpio")
+	ir, err := CachedInitramfs(cfg.Kernel, busybox, CacheDir, initrd)
 	if err != nil {
 		return res, err
 	}
+	if ir.Cached {
+		logf("initramfs of %s from the cache (%s)", cfg.Kernel.Version, CacheDir)
+	}
 	if len(ir.Absent) > 0 {
 		logf("kernel %s lacks modules %s", cfg.Kernel.Version, strings.Join(ir.Absent, " "))
-	}
-	initrd := filepath.Join(r.Dir, "initrd.cpio")
-	if err := os.WriteFile(initrd, ir.Archive, 0o644); err != nil {
-		return res, err
 	}
 
 	accel := cfg.Accel
@@ -205,7 +205,10 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 		return res, fmt.Errorf("vm: virtiofsd: %w (log: %s)", err, filepath.Join(r.Dir, "virtiofsd.log"))
 	}
 
-	args := QEMUArgs(accel, cfg.Kernel.Image, initrd, sock, filepath.Join(r.Dir, "console.log"), cfg.Memory, cfg.CPUs)
+	args, err := QEMUArgs(accel, cfg.Kernel.Image, initrd, sock, filepath.Join(r.Dir, "console.log"), script, cfg.Memory, cfg.CPUs)
+	if err != nil {
+		return res, err
+	}
 	if err := os.WriteFile(filepath.Join(r.Dir, "qemu.cmd"), []byte(qemu+" "+strings.Join(quoteAll(args), " ")+"\n"), 0o644); err != nil {
 		return res, err
 	}
@@ -268,8 +271,13 @@ func (r *Run) removeLarge() {
 
 // QEMUArgs is the qemu command line of a guest: no devices but the two serial
 // ports (console into a file, results on stdout) and the virtiofs share,
-// whose vhost-user backend needs guest memory that is shared memfd.
-func QEMUArgs(accel, image, initrd, sock, console string, memMiB, cpus int) []string {
+// whose vhost-user backend needs guest memory that is shared memfd. script,
+// the guest path of the script /init runs, goes on the kernel command line
+// (ScriptParam), so it must be one word.
+func QEMUArgs(accel, image, initrd, sock, console, script string, memMiB, cpus int) ([]string, error) {
+	if script == "" || strings.ContainsAny(script, " \t\n\"'\\") {
+		return nil, fmt.Errorf("vm: script path %q: want a path without spaces or quotes, it goes on the kernel command line", script)
+	}
 	mem := strconv.Itoa(memMiB) + "M"
 	cpu := "max"
 	if accel == "kvm" {
@@ -282,12 +290,12 @@ func QEMUArgs(accel, image, initrd, sock, console string, memMiB, cpus int) []st
 		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
 		"-numa", "node,memdev=mem",
 		"-kernel", image, "-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 rdinit=/init random.trust_cpu=on",
+		"-append", "console=ttyS0 panic=-1 rdinit=/init random.trust_cpu=on " + ScriptParam + "=" + script,
 		"-chardev", "socket,id=fs0,path=" + sock,
 		"-device", "vhost-user-fs-pci,chardev=fs0,tag=" + ShareTag,
 		"-serial", "file:" + console,
 		"-serial", "stdio",
-	}
+	}, nil
 }
 
 func quoteAll(a []string) []string {

@@ -182,7 +182,13 @@ func (n *Node) setSysctls(kv [][2]string) error {
 				_, err = f.WriteString(p[1] + "\n")
 				err = errors.Join(err, f.Close())
 			}
+			// Linux 6.1 applies net.ipv6.conf.all.ignore_routes_with_linkdown
+			// and then fails the write with EINVAL; what counts is the value
+			// the kernel holds afterwards.
 			if err != nil {
+				if v, rerr := os.ReadFile(paths[i]); rerr == nil && strings.TrimSpace(string(v)) == p[1] {
+					continue
+				}
 				return fmt.Errorf("set sysctl %s=%s in netns %s: %w", p[0], p[1], n.netns, err)
 			}
 		}

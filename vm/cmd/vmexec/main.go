@@ -20,10 +20,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/sluice-dp/sluice/vm"
 )
@@ -34,17 +32,14 @@ func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
 func main() {
-	os.Exit(run())
-}
-
-func run() int {
 	fs := flag.NewFlagSet("vmexec", flag.ContinueOnError)
-	kernel := fs.String("kernel", os.Getenv("SLUICE_VM_KERNEL"), "kernel series to boot, e.g. 6.1 or 6.12 (default $SLUICE_VM_KERNEL)")
-	accel := fs.String("accel", "auto", "tcg, kvm or auto (KVM only after a trial boot with it worked)")
-	timeout := fs.Duration("timeout", 0, "bound on boot+run (default: the test's -test.timeout plus 2m, else 20m)")
-	mem := fs.Int("mem", 2048, "guest memory, MiB")
-	cpus := fs.Int("cpus", 2, "guest CPUs")
-	verbose := fs.Bool("v", false, "print the runner's progress on stderr")
+	var o vm.ExecOptions
+	fs.StringVar(&o.Series, "kernel", os.Getenv("SLUICE_VM_KERNEL"), "kernel series to boot, e.g. 6.1 or 6.12 (default $SLUICE_VM_KERNEL)")
+	fs.StringVar(&o.Accel, "accel", "auto", "tcg, kvm or auto (KVM only after a trial boot with it worked)")
+	fs.DurationVar(&o.Timeout, "timeout", 0, "bound on boot+run (default: the test's -test.timeout plus 2m, else 20m)")
+	fs.IntVar(&o.Memory, "mem", 2048, "guest memory, MiB")
+	fs.IntVar(&o.CPUs, "cpus", 2, "guest CPUs")
+	fs.BoolVar(&o.Verbose, "v", false, "print the runner's progress on stderr")
 	var envs multi
 	fs.Var(&envs, "env", "extra KEY=VALUE for the guest's environment (repeatable)")
 	fs.Usage = func() {
@@ -52,69 +47,16 @@ func run() int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
-		return 2
+		os.Exit(2)
 	}
-	if *kernel == "" || fs.NArg() == 0 {
+	if o.Series == "" || fs.NArg() == 0 {
 		fs.Usage()
-		return 2
+		os.Exit(2)
 	}
-	argv := fs.Args()
-
-	k, err := vm.FindKernel(*kernel, "/boot", "/lib/modules")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "vmexec:", err)
-		return 125
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "vmexec:", err)
-		return 125
-	}
-	t := *timeout
-	if t == 0 {
-		t = vm.TestTimeout(argv[1:], 2*time.Minute, 20*time.Minute)
-	}
-	cfg := vm.Config{
-		Kernel:  k,
-		Dir:     dir,
-		Env:     vm.GuestEnv(os.Environ(), envs),
-		Timeout: t,
-		Memory:  *mem,
-		CPUs:    *cpus,
-		Accel:   *accel,
-		Output:  os.Stdout,
-	}
-	if *verbose {
-		cfg.Log = os.Stderr
-	}
-	r, err := vm.NewRun(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "vmexec:", err)
-		return 125
-	}
-	prog, err := filepath.Abs(argv[0])
-	if err == nil {
-		prog, err = r.Stage(prog)
-	}
-	if err != nil {
-		r.Cleanup()
-		fmt.Fprintln(os.Stderr, "vmexec: stage program:", err)
-		return 125
-	}
-	r.SetCommand(append([]string{prog}, argv[1:]...))
+	o.Argv, o.Env = fs.Args(), envs
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	res, err := r.Execute(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "vmexec:", err)
-		if res.RunDir != "" {
-			fmt.Fprintln(os.Stderr, "vmexec: guest logs kept in", res.RunDir)
-		}
-		return 125
-	}
-	if res.RunDir != "" {
-		fmt.Fprintf(os.Stderr, "vmexec: exit status %d on %s; guest logs kept in %s\n", res.ExitCode, k.Version, res.RunDir)
-	}
-	return res.ExitCode
+	code := vm.Exec(ctx, o, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
