@@ -204,6 +204,36 @@ func TestTC(t *testing.T) {
 	}
 }
 
+// TestTCNetlinkCloseElsewhere closes a netlink attachment from a goroutine
+// outside the namespace it was made in, as a topology's teardown does: the
+// filters and the qdisc must go all the same (on kernels without tcx every
+// TC attachment takes this path).
+func TestTCNetlinkCloseElsewhere(t *testing.T) {
+	testenv.RequirePriv(t)
+	c := newCounting(t, ebpf.SchedCLS, 0 /* TC_ACT_OK */)
+	attachtest.InNetns(t, func() {
+		a, _ := attachtest.Veth(t, "att0", "att1")
+		at, err := TC("att0", []TCProgram{{Program: c.prog, Direction: Ingress, Name: "test_ingress"}},
+			TCOptions{Priority: 0x77, Handle: 1, ForceNetlink: true})
+		if err != nil {
+			t.Fatalf("attach: %v", err)
+		}
+		// A new goroutine runs on a thread of the original namespace:
+		// this one is locked into the test's.
+		done := make(chan error)
+		go func() { done <- at.Close() }()
+		if err := <-done; err != nil {
+			t.Fatalf("detach from another namespace: %v", err)
+		}
+		if got := attached(t, a, Netlink); len(got) != 0 {
+			t.Errorf("programs still attached after Close: %v", got)
+		}
+		if hasClsact(t, a) {
+			t.Errorf("clsact qdisc left after Close")
+		}
+	})
+}
+
 func TestTCInvalid(t *testing.T) {
 	p := TCProgram{Direction: Ingress, Name: "x"}
 	if _, err := TC("lo", []TCProgram{p}, TCOptions{Priority: 1, Handle: 1}); err == nil {

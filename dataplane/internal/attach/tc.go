@@ -88,6 +88,9 @@ type TCAttachment struct {
 	links   []link.Link
 	filters []*netlink.BpfFilter
 	qdisc   *netlink.GenericQdisc // created by TC, removed by Close when empty
+	// nl is bound to the namespace the filters were added in, so that
+	// Close finds them whichever namespace it is called from.
+	nl *netlink.Handle
 }
 
 // TC attaches progs to iface, all or none. It uses tcx where the kernel has
@@ -139,7 +142,13 @@ func attachTCX(iface string, index int, progs []TCProgram) (*TCAttachment, error
 }
 
 func attachNetlink(iface string, index int, progs []TCProgram, o TCOptions) (*TCAttachment, error) {
-	at := &TCAttachment{Interface: iface, Method: Netlink}
+	// A handle's socket stays in the namespace of the thread that opened
+	// it: the caller's, where iface is.
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink handle: %w", err)
+	}
+	at := &TCAttachment{Interface: iface, Method: Netlink, nl: nl}
 	q := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{
 			LinkIndex: index,
@@ -148,12 +157,13 @@ func attachNetlink(iface string, index int, progs []TCProgram, o TCOptions) (*TC
 		},
 		QdiscType: "clsact",
 	}
-	switch err := netlink.QdiscAdd(q); {
+	switch err := nl.QdiscAdd(q); {
 	case err == nil:
 		at.qdisc = q
 	case errors.Is(err, unix.EEXIST):
 		// Another program's clsact: share it and leave it in place.
 	default:
+		nl.Close()
 		return nil, fmt.Errorf("add clsact qdisc: %w", err)
 	}
 	for _, p := range progs {
@@ -173,7 +183,7 @@ func attachNetlink(iface string, index int, progs []TCProgram, o TCOptions) (*TC
 			Name:         p.Name,
 			DirectAction: true,
 		}
-		if err := netlink.FilterReplace(f); err != nil {
+		if err := nl.FilterReplace(f); err != nil {
 			at.Close()
 			return nil, fmt.Errorf("add %s filter: %w", p.Name, err)
 		}
@@ -193,31 +203,35 @@ func (at *TCAttachment) Close() error {
 	}
 	at.links = nil
 	for _, f := range at.filters {
-		if err := netlink.FilterDel(f); err != nil {
+		if err := at.nl.FilterDel(f); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s filter on %s: %w", f.Name, at.Interface, err))
 		}
 	}
 	at.filters = nil
 	if at.qdisc != nil {
-		if empty, err := clsactEmpty(at.qdisc.LinkIndex); err != nil {
+		if empty, err := clsactEmpty(at.nl, at.qdisc.LinkIndex); err != nil {
 			errs = append(errs, fmt.Errorf("list filters on %s: %w", at.Interface, err))
 		} else if empty {
-			if err := netlink.QdiscDel(at.qdisc); err != nil {
+			if err := at.nl.QdiscDel(at.qdisc); err != nil {
 				errs = append(errs, fmt.Errorf("delete clsact qdisc on %s: %w", at.Interface, err))
 			}
 		}
 		at.qdisc = nil
 	}
+	if at.nl != nil {
+		at.nl.Close()
+		at.nl = nil
+	}
 	return errors.Join(errs...)
 }
 
-func clsactEmpty(index int) (bool, error) {
-	l, err := netlink.LinkByIndex(index)
+func clsactEmpty(nl *netlink.Handle, index int) (bool, error) {
+	l, err := nl.LinkByIndex(index)
 	if err != nil {
 		return false, err
 	}
 	for _, parent := range []uint32{netlink.HANDLE_MIN_EGRESS, netlink.HANDLE_MIN_INGRESS} {
-		fs, err := netlink.FilterList(l, parent)
+		fs, err := nl.FilterList(l, parent)
 		if err != nil {
 			return false, err
 		}
