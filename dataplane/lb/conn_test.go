@@ -346,7 +346,7 @@ func connFlags(f pkttest.TCPFlags) string {
 func TestConnUDPIdle(t *testing.T) {
 	// Long enough that a busy machine does not stretch a 1/4-idle gap
 	// between two datagrams past the idle time.
-	const idle = 100 * time.Millisecond
+	const idle = 500 * time.Millisecond
 	for _, fam := range connFamilies {
 		t.Run(fam.name, func(t *testing.T) {
 			l := newLB(t, Options{RingSize: connRingSize})

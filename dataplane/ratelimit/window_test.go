@@ -37,9 +37,20 @@ func TestWindowEdges(t *testing.T) {
 	// never before the clock's zero, also just after a guest's boot; the
 	// windows before it have indexes 2^20 − 1 and − 2, as the index is
 	// kept modulo 2^20.
-	const limit = 100
-	window := time.Second
+	// A long window keeps "just before the edge" (5% of it) hundreds of
+	// milliseconds away from the edge, also on a slow, busy machine.
+	const (
+		limit  = 100 // connections per window
+		window = 10 * time.Second
+		rate   = limit / 10 // per second
+	)
 	w := uint64(window.Nanoseconds())
+	// The rule's epoch goes up to a window before now, and the program
+	// reads an epoch after its clock as "no time elapsed": just after a
+	// guest's boot, wait until the clock has run a window.
+	if now := clock(t); now < w {
+		time.Sleep(time.Duration(w-now) + 10*time.Millisecond)
+	}
 	web := Match{Port: 80, Proto: TCP}
 	src := netip.PrefixFrom(client4.Addr(), 32)
 	cases := []struct {
@@ -70,10 +81,10 @@ func TestWindowEdges(t *testing.T) {
 		get  func(t *testing.T, l *Limiter) windowState
 		set  func(t *testing.T, l *Limiter, s windowState)
 	}{
-		{"aggregate", Rule{Rate: limit},
+		{"aggregate", Rule{Rate: rate},
 			func(t *testing.T, l *Limiter) windowState { return getAggregate(t, l, web) },
 			func(t *testing.T, l *Limiter, s windowState) { setAggregate(t, l, web, s) }},
-		{"source", Rule{SourceRate: limit},
+		{"source", Rule{SourceRate: rate},
 			func(t *testing.T, l *Limiter) windowState {
 				s, ok := getSource(t, l, web, src)
 				if !ok {
