@@ -7,18 +7,24 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/sluice-dp/sluice/dataplane/chain"
 	"github.com/sluice-dp/sluice/dataplane/connlimit"
 	"github.com/sluice-dp/sluice/dataplane/ratelimit"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
 // PoliceCases returns the cases of the policing programs' per-packet cost
-// (dataplane/ratelimit, dataplane/connlimit), each run standalone:
+// (dataplane/ratelimit, dataplane/connlimit), run standalone but for one:
 //   - the rate limiter admitting a SYN (rate far above anything offered),
-//     refusing one by dropping it and by answering with a RST (rate 1 per
-//     second: after the first SYN of a window every SYN is refused; the
-//     case's warm-up spends that first one),
-//     and passing an established-connection ACK;
+//     refusing one by dropping it (rate 1 per second: after the first SYN
+//     of a window every SYN is refused; the case's warm-up spends that
+//     first one), and passing an established-connection ACK;
+//   - the rate limiter refusing a SYN with a RST, as the first member of a
+//     chain whose second member transmits what the limiter admits: the
+//     benchmark checks that every frame of an XDP_TX case reaches the
+//     veth's peer, and the SYN admitted once a second must be transmitted
+//     too. The case includes the chain root and one tail call (see
+//     ChainCases for their cost);
 //   - the connection limiter passing a SYN to a limited port below its limit
 //     and an ACK to it (which takes a socket lookup: the handshake check).
 //
@@ -40,6 +46,27 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 	}
 	open, refuseDrop, refuseRST := flow("198.18.1.1:80"), flow("198.18.1.2:80"), flow("198.18.1.3:80")
 
+	ch, err := chain.Load(chain.XDP, chain.Options{Name: "bench_chain_rst"})
+	if err != nil {
+		return nil, nil, err
+	}
+	res.closers = append(res.closers, ch)
+	// A member loaded with the chain's maps continues wherever the
+	// chain's cursor points, so the standalone cases need a limiter of
+	// their own.
+	chained, err := ratelimit.Load(ratelimit.Options{ChainMaps: ch.MemberMaps()})
+	if err != nil {
+		return nil, nil, err
+	}
+	res.closers = append(res.closers, chained)
+	tx, err := emptyXDP(TX, ebpf.AttachXDP)
+	if err != nil {
+		return nil, nil, err
+	}
+	res.closers = append(res.closers, tx)
+	if err := ch.Set([]chain.Member{{Name: "ratelimit", Program: chained.Program()}, {Name: "tx", Program: tx}}); err != nil {
+		return nil, nil, fmt.Errorf("bench chain [ratelimit, tx]: %w", err)
+	}
 	rl, err := ratelimit.Load(ratelimit.Options{})
 	if err != nil {
 		return nil, nil, err
@@ -51,8 +78,10 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 	if err := rl.SetRules([]ratelimit.Rule{
 		rule(open, ratelimit.MaxBudget, ratelimit.Drop),
 		rule(refuseDrop, 1, ratelimit.Drop),
-		rule(refuseRST, 1, ratelimit.RST),
 	}); err != nil {
+		return nil, nil, fmt.Errorf("bench rate limiter rules: %w", err)
+	}
+	if err := chained.SetRules([]ratelimit.Rule{rule(refuseRST, 1, ratelimit.RST)}); err != nil {
 		return nil, nil, fmt.Errorf("bench rate limiter rules: %w", err)
 	}
 
@@ -73,7 +102,7 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 	}{
 		{"ratelimit syn admitted", rl.Program(), pkttest.TCP(open, pkttest.SYN), Pass},
 		{"ratelimit syn refused (drop)", rl.Program(), pkttest.TCP(refuseDrop, pkttest.SYN), Drop},
-		{"ratelimit syn refused (rst)", rl.Program(), pkttest.TCP(refuseRST, pkttest.SYN), TX},
+		{"chain [ratelimit] syn refused (rst)", ch.Program(), pkttest.TCP(refuseRST, pkttest.SYN), TX},
 		{"ratelimit ack (not new)", rl.Program(), pkttest.TCP(open, pkttest.ACK), Pass},
 		{"connlimit syn below limit", cl.Program(), pkttest.TCP(open, pkttest.SYN), Pass},
 		{"connlimit ack (handshake check)", cl.Program(), pkttest.TCP(open, pkttest.ACK), Pass},

@@ -85,6 +85,17 @@ func (r *runner) evaluate(a Assertion, data *stepData) (AssertionResult, error) 
 	case a.TooBig != nil:
 		res.Kind = "too_big"
 		r.tooBig(a.TooBig, data, &res)
+	case a.AdmittedRate != nil:
+		res.Kind = "admitted_rate"
+		admittedRate(a.AdmittedRate, data, &res)
+	case a.Connections != nil:
+		res.Kind = "connections"
+		connections(a.Connections, data, &res)
+	case a.ChainIntact != nil:
+		res.Kind = "chain_intact"
+		if err := r.chainIntact(a.ChainIntact, &res); err != nil {
+			return res, err
+		}
 	default:
 		return res, fmt.Errorf("%w: empty assertion at line %d", ErrInvalid, a.Line)
 	}
@@ -399,9 +410,14 @@ func (r *runner) disruption(c *DisruptionCheck, data *stepData, res *AssertionRe
 	}
 }
 
-// counters compares LB counter totals over CPUs (and nodes).
+// counters compares counter totals over CPUs (and nodes): the LB's by
+// their bare names, the chains' and their programs' as
+// "<program>.<counter>" (see chainNode.counters).
 func (r *runner) counters(c *CountersCheck, res *AssertionResult) error {
 	where := "all LB nodes"
+	if slices.ContainsFunc(c.Values, func(v CounterValue) bool { return strings.Contains(v.Name, ".") }) {
+		where = "all nodes"
+	}
 	if c.Node != "" {
 		where = c.Node
 	}
@@ -423,13 +439,25 @@ func (r *runner) counters(c *CountersCheck, res *AssertionResult) error {
 			total[k] += v
 		}
 	}
+	for _, n := range r.w.chains {
+		if c.Node != "" && n.at.Node != c.Node {
+			continue
+		}
+		cs, err := n.counters()
+		if err != nil {
+			return err
+		}
+		for k, v := range cs {
+			total[k] += v
+		}
+	}
 	res.Passed = true
 	var got []string
 	for _, v := range c.Values {
 		x, known := total[v.Name]
 		if !known {
 			res.Passed = false
-			got = append(got, fmt.Sprintf("%s: no such counter (have %s)", v.Name, strings.Join(slices.Sorted(maps.Keys(total)), " ")))
+			got = append(got, fmt.Sprintf("%s: no such counter (have %s)", v.Name, strings.Join(sameProgram(total, v.Name), " ")))
 			continue
 		}
 		mark := ""
@@ -440,6 +468,20 @@ func (r *runner) counters(c *CountersCheck, res *AssertionResult) error {
 	}
 	res.Observed = strings.Join(got, ", ")
 	return nil
+}
+
+// sameProgram lists the counter names of total that belong to the
+// program name belongs to: the same "<program>." prefix, or none.
+func sameProgram(total map[string]uint64, name string) []string {
+	prog, _, _ := strings.Cut(name, ".")
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(total)) {
+		p, _, _ := strings.Cut(k, ".")
+		if p == prog || !strings.Contains(name, ".") && !strings.Contains(k, ".") {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func (v CounterValue) String() string {

@@ -27,6 +27,7 @@ type world struct {
 	ends, peers map[Iface]topo.Endpoint
 	lbs         []*lbNode
 	agents      []*agentNode
+	chains      []*chainNode
 	// backends are the VIPs' backends as now configured on every LB node.
 	backends map[lb.VIP][]lb.Backend
 	closers  []func() error
@@ -55,8 +56,8 @@ func (w *world) close() error {
 	return errors.Join(errs...)
 }
 
-// build creates the scenario's nodes, links, routes, services and LB
-// programs. On error the caller still closes w.
+// build creates the scenario's nodes, links, routes, services, LB
+// programs and chains. On error the caller still closes w.
 func (w *world) build(mode lb.Mode) error {
 	sc := w.sc
 	for _, n := range sc.Nodes {
@@ -117,6 +118,11 @@ func (w *world) build(mode lb.Mode) error {
 	}
 	if sc.LB != nil {
 		if err := w.startLB(mode); err != nil {
+			return err
+		}
+	}
+	for _, c := range sc.Chains {
+		if err := w.startChain(c, mode); err != nil {
 			return err
 		}
 	}
@@ -335,6 +341,11 @@ func (w *world) startLB(mode lb.Mode) error {
 			if err := l.SetBackends(v.VIP, v.Backends); err != nil {
 				return fmt.Errorf("lb on %s: set backends of %v: %w", at.Node, v.VIP, err)
 			}
+		}
+		if w.chained(at) {
+			// The chain on the interface runs the LB, attached by
+			// startChain.
+			continue
 		}
 		if mode == lb.Native {
 			// Native XDP_TX into a veth is delivered only if the

@@ -1,7 +1,8 @@
 // Package scenario is the simulator's scenario engine: it reads a YAML
 // scenario (docs/scenarios.md), validates it completely before anything
 // is built, builds its topology of network namespaces with sim/topo,
-// loads and attaches the real XDP load balancer on the LB nodes, drives
+// loads and attaches the real XDP load balancer on the LB nodes and the
+// chains of XDP programs (rate limit, connection limit, LB), drives
 // crafted and real traffic through it with sim/traffic, evaluates the
 // scenario's assertions and reports each one with what was observed.
 //

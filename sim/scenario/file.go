@@ -25,6 +25,9 @@ func (d *decoder) scenario(n *yaml.Node, sc *Scenario) {
 		"lb":          {false, func(n *yaml.Node, p string) { sc.LB = &LBSpec{}; d.lb(n, p, sc.LB) }},
 		"agents":      {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.agent(n, p, sc) }) }},
 		"services":    {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.service(n, p, sc) }) }},
+		"ratelimit":   {false, func(n *yaml.Node, p string) { sc.RateLimit = &RateLimitSpec{}; d.rateLimit(n, p, sc.RateLimit) }},
+		"connlimit":   {false, func(n *yaml.Node, p string) { sc.ConnLimit = &ConnLimitSpec{}; d.connLimit(n, p, sc.ConnLimit) }},
+		"chains":      {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.chainSpec(n, p, sc) }) }},
 		"steps":       {true, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.step(n, p, sc) }) }},
 	})
 }
@@ -228,6 +231,8 @@ func (d *decoder) step(n *yaml.Node, path string, sc *Scenario) {
 		"send":    {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.send(n, p, &st) }) }},
 		"http":    {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.http(n, p, &st) }) }},
 		"udp":     {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.udp(n, p, &st) }) }},
+		"connect": {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.connect(n, p, &st) }) }},
+		"hold":    {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.hold(n, p, &st) }) }},
 		"capture": {false, func(n *yaml.Node, p string) { d.ifaces(n, p, &st.Capture) }},
 		"settle":  {false, func(n *yaml.Node, p string) { d.duration(n, p, &st.Settle) }},
 		"expect":  {false, func(n *yaml.Node, p string) { d.seq(n, p, func(n *yaml.Node, p string) { d.assertion(n, p, &st) }) }},
@@ -359,6 +364,17 @@ func (d *decoder) event(n *yaml.Node, path string, st *Step) {
 				"state": {true, func(n *yaml.Node, p string) { d.upDown(n, p, &e.Node.Up) }},
 			})
 		}},
+		"chain": {false, func(n *yaml.Node, p string) {
+			c := d.chain(n, p)
+			e.Chain = &c
+		}},
+		"close": {false, func(n *yaml.Node, p string) {
+			e.Close = &CloseHold{}
+			d.mapping(n, p, map[string]field{
+				"hold":  {true, func(n *yaml.Node, p string) { d.str(n, p, &e.Close.Hold) }},
+				"count": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, maxHold, &e.Close.Count) }},
+			})
+		}},
 	})
 	st.Events = append(st.Events, e)
 }
@@ -473,6 +489,54 @@ func (d *decoder) assertion(n *yaml.Node, path string, st *Step) {
 					})
 				}},
 			})
+		}},
+		"admitted_rate": {false, func(n *yaml.Node, p string) {
+			c := &AdmittedRateCheck{Tolerance: 0.05}
+			a.AdmittedRate = c
+			d.mapping(n, p, map[string]field{
+				"from": {true, func(n *yaml.Node, p string) { d.str(n, p, &c.From) }},
+				"rate": {true, func(n *yaml.Node, p string) {
+					if v, ok := d.uint(n, p, traffic.MaxConnectRate); ok {
+						if v == 0 {
+							d.fail(n, p, "0: want a rate of at least 1 connection a second")
+						}
+						c.Rate = float64(v)
+					}
+				}},
+				"tolerance": {false, func(n *yaml.Node, p string) { d.fraction(n, p, &c.Tolerance) }},
+			})
+		}},
+		"connections": {false, func(n *yaml.Node, p string) {
+			c := &ConnectionsCheck{}
+			a.Connections = c
+			count := func(dst **int) func(n *yaml.Node, p string) {
+				return func(n *yaml.Node, p string) {
+					var v int
+					d.intIn(n, p, 0, math.MaxInt32, &v)
+					*dst = &v
+				}
+			}
+			d.mapping(n, p, map[string]field{
+				"from":    {true, func(n *yaml.Node, p string) { d.str(n, p, &c.From) }},
+				"ok":      {false, count(&c.OK)},
+				"refused": {false, count(&c.Refused)},
+				"timeout": {false, count(&c.Timeout)},
+				"failed":  {false, count(&c.Failed)},
+			})
+			if n.Kind == yaml.MappingNode && c.OK == nil && c.Refused == nil && c.Timeout == nil && c.Failed == nil {
+				d.fail(n, p, "want at least one of ok, refused, timeout, failed")
+			}
+		}},
+		"chain_intact": {false, func(n *yaml.Node, p string) {
+			c := &ChainIntactCheck{}
+			a.ChainIntact = c
+			d.mapping(n, p, map[string]field{
+				"at":       {true, func(n *yaml.Node, p string) { c.At, _ = d.iface(n, p) }},
+				"programs": {true, func(n *yaml.Node, p string) { c.Programs = d.programs(n, p) }},
+			})
+			if n.Kind == yaml.MappingNode && hasKey(n, "programs") && len(c.Programs) == 0 {
+				d.fail(n, p+".programs", "want at least one program")
+			}
 		}},
 		"too_big": {false, func(n *yaml.Node, p string) {
 			c := &TooBigCheck{}

@@ -31,7 +31,8 @@ type bpfObjects struct {
 }
 
 // bpfObjects finds every BPF program the run has loaded or attached: the
-// LB programs, loaded or not yet attached, the agents' TC programs, and every XDP program on an
+// LB programs, loaded or not yet attached, the chains' roots and policing
+// programs, the agents' TC programs, and every XDP program on an
 // interface of the topology (the XDP_PASS programs of native mode among
 // them); then every map those programs use and every map held inside a
 // map-in-map of theirs (the LB's per-CPU connection tables and per-VIP
@@ -47,6 +48,24 @@ func (w *world) bpfObjects() (bpfObjects, error) {
 			}
 		} else {
 			errs = append(errs, err)
+		}
+	}
+	for _, n := range w.chains {
+		ps := []*ebpf.Program{n.chain.Program()}
+		if n.rl != nil {
+			ps = append(ps, n.rl.Program())
+		}
+		if n.cl != nil {
+			ps = append(ps, n.cl.Program())
+		}
+		for _, prog := range ps {
+			if info, err := prog.Info(); err == nil {
+				if id, ok := info.ID(); ok {
+					progs[id] = true
+				}
+			} else {
+				errs = append(errs, err)
+			}
 		}
 	}
 	for _, n := range w.agents {

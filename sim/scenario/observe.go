@@ -46,6 +46,8 @@ type stepData struct {
 	landed map[flowKey]*landing
 	http   []httpOutcome
 	udp    []udpOutcome
+	// conns are the step's connect: loads and holds.
+	conns []connOutcome
 }
 
 // landing is where a flow's packets arrived.

@@ -101,12 +101,13 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (res *Result, err erro
 	if err := w.build(opts.Mode); err != nil {
 		return res, fmt.Errorf("build %s: %w", sc.Name, err)
 	}
-	say("topology %s: %d nodes, %d links; lb on %d node(s) in %s mode", t.Prefix(), len(sc.Nodes), len(sc.Links), len(w.lbs), opts.Mode)
+	say("topology %s: %d nodes, %d links; lb on %d node(s), %d chain(s), in %s mode", t.Prefix(), len(sc.Nodes), len(sc.Links), len(w.lbs), len(w.chains), opts.Mode)
 
 	// Background loads (http: with until:) end with the run: cancelled
 	// and waited for before the topology is deleted, on every path.
 	ctx, cancel := context.WithCancel(ctx)
-	r := &runner{w: w, opts: opts, say: say, steps: map[string]*stepData{}, pending: map[string][]chan bgLoad{}}
+	r := &runner{w: w, opts: opts, say: say, steps: map[string]*stepData{}, pending: map[string][]chan bgLoad{},
+		holds: map[string]*traffic.Held{}}
 	defer func() {
 		cancel()
 		r.bg.Wait()
@@ -146,6 +147,8 @@ type runner struct {
 	// collects them.
 	pending map[string][]chan bgLoad
 	bg      sync.WaitGroup
+	// holds are the held connections of hold: loads, by name.
+	holds map[string]*traffic.Held
 }
 
 // bgLoad is the outcome of a background http: load.
@@ -203,6 +206,24 @@ func (r *runner) step(ctx context.Context, st Step) (sr StepResult, err error) {
 	}
 	if len(st.Send) > 0 {
 		r.say("  sent %d packets in %d flows", sr.Sent, len(data.flows))
+	}
+	for _, h := range st.Hold {
+		out, err := r.hold(ctx, h)
+		if err != nil {
+			return sr, err
+		}
+		data.conns = append(data.conns, out)
+	}
+	if len(st.Connect) > 0 {
+		outs, err := r.connects(ctx, st.Connect)
+		if err != nil {
+			return sr, err
+		}
+		data.conns = append(data.conns, outs...)
+	}
+	for _, c := range data.conns {
+		sr.Sent += c.res.Attempts
+		sr.Received += c.res.OK
 	}
 	for _, h := range st.HTTP {
 		if h.Until != "" {
@@ -326,9 +347,10 @@ func (r *runner) send(s Send, data *stepData) (int, error) {
 	return n, nil
 }
 
-// settle waits until the LB nodes' counters have not moved for a while,
-// which means the step's traffic has drained through them, and then a
-// little longer for the last packets to cross the router; at most max.
+// settle waits until the counters of the LB nodes and chains have not
+// moved for a while, which means the step's traffic has drained through
+// them, and then a little longer for the last packets to cross the
+// router; at most max.
 func (r *runner) settle(ctx context.Context, max time.Duration) error {
 	const quiet = 100 * time.Millisecond
 	deadline := time.Now().Add(max)
@@ -341,6 +363,13 @@ func (r *runner) settle(ctx context.Context, max time.Duration) error {
 				return fmt.Errorf("read counters of lb on %s: %w", n.node, err)
 			}
 			total += c.Stats["pass"] + c.Stats["tx"] + c.Stats["drop"]
+		}
+		for _, n := range r.w.chains {
+			c, err := n.chain.Counters()
+			if err != nil {
+				return fmt.Errorf("read counters of chain on %s: %w", n.at, err)
+			}
+			total += c.Packets()
 		}
 		if total == last {
 			still += 20 * time.Millisecond
@@ -457,6 +486,34 @@ func (r *runner) event(e Event) (string, error) {
 			}
 		}
 		return fmt.Sprintf("node %s %s (%d interfaces)", e.Node.Node, upDown(e.Node.Up), n), nil
+	case e.Chain != nil:
+		i := slices.IndexFunc(r.w.chains, func(n *chainNode) bool { return n.at == e.Chain.Attach })
+		if i < 0 {
+			return "", fmt.Errorf("%w: no chain on %s", ErrInvalid, e.Chain.Attach)
+		}
+		n := r.w.chains[i]
+		was := n.programs
+		if err := n.set(e.Chain.Programs); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("chain on %s set from %v to %v", n.at, was, n.programs), nil
+	case e.Close != nil:
+		h := r.holds[e.Close.Hold]
+		if h == nil {
+			return "", fmt.Errorf("%w: no hold named %q", ErrInvalid, e.Close.Hold)
+		}
+		want := e.Close.Count
+		if want == 0 {
+			want = h.Open()
+		}
+		k, err := h.Close(want)
+		if err != nil {
+			return "", err
+		}
+		if k < want {
+			return "", fmt.Errorf("close %d connections of hold %s: only %d were open", want, e.Close.Hold, k)
+		}
+		return fmt.Sprintf("closed %d connection(s) of hold %s, %d still open", k, e.Close.Hold, h.Open()), nil
 	}
 	return "", fmt.Errorf("%w: empty event", ErrInvalid)
 }

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/sluice-dp/sluice/dataplane/agent"
+	"github.com/sluice-dp/sluice/dataplane/connlimit"
 	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/dataplane/ratelimit"
 )
 
 // Scenario is a validated scenario file.
@@ -25,9 +27,45 @@ type Scenario struct {
 	LB *LBSpec
 	// Agents are the backend agents run on backend hosts, in front of
 	// their vm nodes.
-	Agents   []AgentSpec
+	Agents []AgentSpec
+	// RateLimit and ConnLimit configure the policing programs, the same
+	// on every chain that runs them; nil when no chain does.
+	RateLimit *RateLimitSpec
+	ConnLimit *ConnLimitSpec
+	// Chains are the XDP program chains, one per interface.
+	Chains   []ChainSpec
 	Services []Service
 	Steps    []Step
+}
+
+// Programs a chain can run, by the names scenarios give them.
+const (
+	ProgRateLimit = "ratelimit"
+	ProgConnLimit = "connlimit"
+	ProgLB        = "lb"
+)
+
+// RateLimitSpec is the connection rate limiter's rule set
+// (dataplane/ratelimit).
+type RateLimitSpec struct {
+	Rules []ratelimit.Rule
+}
+
+// ConnLimitSpec is the concurrent-connection limiter's configuration
+// (dataplane/connlimit): a limit per local TCP port.
+type ConnLimitSpec struct {
+	Ports map[uint16]connlimit.Limit
+}
+
+// ChainSpec is a chain of XDP programs (dataplane/chain) on one
+// interface, or the new order of one in a chain event. On an interface of
+// lb.attach the chain replaces the LB's own attachment, and the LB runs
+// only as the chain's member "lb", always the last one.
+type ChainSpec struct {
+	Attach Iface
+	// Programs are ProgRateLimit, ProgConnLimit and ProgLB, in the order
+	// packets run through them.
+	Programs []string
 }
 
 // Role is what a node plays in a topology; it decides how the node is set
@@ -133,11 +171,16 @@ type Service struct {
 // Step is one stage of a scenario: its events happen first, then its
 // traffic, then its assertions are evaluated.
 type Step struct {
-	Name    string
-	Events  []Event
-	Send    []Send
-	HTTP    []HTTPLoad
-	UDP     []UDPLoad
+	Name   string
+	Events []Event
+	Send   []Send
+	HTTP   []HTTPLoad
+	UDP    []UDPLoad
+	// Hold opens connections and keeps them open; Connect opens
+	// connections at a fixed rate. Holds run first, one after another,
+	// then every connect load at once.
+	Hold    []HoldSpec
+	Connect []ConnectLoad
 	Capture []Iface
 	// Settle is how long to wait for the traffic to drain after the last
 	// packet was sent, at most.
@@ -184,6 +227,31 @@ type UDPLoad struct {
 	Timeout  time.Duration
 }
 
+// ConnectLoad opens TCP connections from a node's own sockets at a fixed
+// rate and closes each once established (traffic.ConnectLoad).
+type ConnectLoad struct {
+	From     string
+	Dst      netip.AddrPort
+	Rate     int
+	Duration time.Duration
+	// Timeout bounds each attempt; shorter than the SYN retransmission
+	// time, so that an attempt sends one SYN.
+	Timeout time.Duration
+}
+
+// HoldSpec opens Count TCP connections from a node, one after another,
+// and keeps those that connect open until a close event or the end of the
+// run (traffic.Hold).
+type HoldSpec struct {
+	// Name is what close events call the held connections; unique in a
+	// scenario.
+	Name    string
+	From    string
+	Dst     netip.AddrPort
+	Count   int
+	Timeout time.Duration
+}
+
 // Event changes the running system between traffic steps. Exactly one of
 // its fields is set.
 type Event struct {
@@ -193,6 +261,17 @@ type Event struct {
 	Link *LinkState
 	// Node takes every interface of a node down or up.
 	Node *NodeState
+	// Chain gives a chain a new list of programs.
+	Chain *ChainSpec
+	// Close closes held connections.
+	Close *CloseHold
+}
+
+// CloseHold closes the Count oldest connections still open of the hold
+// named Hold; Count 0 closes all of them.
+type CloseHold struct {
+	Hold  string
+	Count int
 }
 
 // SetBackends is the event that replaces a VIP's backends.
@@ -228,6 +307,32 @@ type Assertion struct {
 	NoReplies     *NoRepliesCheck
 	RepliesFrom   *RepliesFromVIPCheck
 	Unbroken      *UnbrokenCheck
+	AdmittedRate  *AdmittedRateCheck
+	Connections   *ConnectionsCheck
+	ChainIntact   *ChainIntactCheck
+}
+
+// AdmittedRateCheck: the connections per second that the step's connect
+// loads from node From completed, over the whole seconds of the loads
+// after the first, is within Tolerance (a fraction) of Rate.
+type AdmittedRateCheck struct {
+	From      string
+	Rate      float64
+	Tolerance float64
+}
+
+// ConnectionsCheck: the step's connect and hold attempts from node From
+// ended exactly so: each non-nil count is compared.
+type ConnectionsCheck struct {
+	From                         string
+	OK, Refused, Timeout, Failed *int
+}
+
+// ChainIntactCheck: every packet that entered the chain at At since it
+// was built ran through each of Programs, by the programs' own counters.
+type ChainIntactCheck struct {
+	At       Iface
+	Programs []string
 }
 
 // NoRepliesCheck: the points At saw requests to VIPs and nothing else; no
@@ -288,8 +393,9 @@ type DisruptionCheck struct {
 	MaxMoved float64
 }
 
-// CountersCheck: LB counter totals over CPUs (summed over LB nodes when
-// Node is empty) equal a value or fall in a range.
+// CountersCheck: counter totals over CPUs (summed over the nodes when
+// Node is empty) equal a value or fall in a range: the LB's by their bare
+// names, the chains' and their programs' as "<program>.<counter>".
 type CountersCheck struct {
 	Node   string
 	Values []CounterValue

@@ -79,13 +79,8 @@ func TestShippedScenariosAreValid(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
-	for _, c := range []struct {
-		name     string
-		old, new string
-		// want is the whole location and path prefix of one error line.
-		want string
-	}{
-		{"unknown top-level key", "name: t\n", "name: t\nnmae: x\n", "bad.yaml:2: nmae: unknown key, want one of agents, description, lb, links, name, nodes, routes, services, steps"},
+	testRejects(t, base, []rejectCase{
+		{"unknown top-level key", "name: t\n", "name: t\nnmae: x\n", "bad.yaml:2: nmae: unknown key, want one of agents, chains, connlimit, description, lb, links, name, nodes, ratelimit, routes, services, steps"},
 		{"unknown nested key", "{node: client, addrs: [10.0.1.2/24]}", "{node: client, adrs: [10.0.1.2/24]}", "bad.yaml:9: links[0].a.adrs: unknown key"},
 		{"bad address", "addrs: [10.0.1.2/24]", "addrs: [10.0.1.300/24]", `bad.yaml:9: links[0].a.addrs[0]: "10.0.1.300/24": want an address with prefix length`},
 		{"bad gateway", "via: 10.0.1.1}", "via: 10.0.1}", `bad.yaml:16: routes[0].via: "10.0.1": want an IPv4 or IPv6 address`},
@@ -116,7 +111,20 @@ func TestParseRejects(t *testing.T) {
 		{"udp service on the gue port", "steps:\n", "services:\n  - {node: backend1, udp: 10.0.3.2:6080}\nsteps:\n", "bad.yaml:24: services[0].udp: port 6080 is the GUE port"},
 		{"mtu out of range", "{node: client, addrs: [10.0.1.2/24]}", "{node: client, addrs: [10.0.1.2/24], mtu: 100}", "bad.yaml:9: links[0].a.mtu: 100: want a whole number from 1280 to 9000"},
 		{"sysctl outside net", "client: {role: client}", "client: {role: client, sysctls: {kernel.panic: 1}}", "bad.yaml:4: nodes.client.sysctls.kernel.panic: want a net.* sysctl name"},
-	} {
+	})
+}
+
+// rejectCase breaks a valid scenario by replacing old with new, and wants
+// an error line that starts with want: the whole location and path prefix.
+type rejectCase struct {
+	name     string
+	old, new string
+	want     string
+}
+
+// testRejects runs each case against base.
+func testRejects(t *testing.T, base string, cases []rejectCase) {
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if !strings.Contains(base, c.old) {
 				t.Fatalf("bad case: base has no %q", c.old)

@@ -128,7 +128,8 @@ func validate(d *decoder, sc *Scenario) {
 			d.failAt(d.line(p+".udp"), p+".udp", "port %d is the GUE port a backend receives tunnelled packets on: want another", s.UDP.Port())
 		}
 	}
-	validateSteps(d, sc, nodeRef, ifaceRef)
+	chains := validateChains(d, sc, ifaceRef)
+	validateSteps(d, sc, nodeRef, ifaceRef, chains)
 }
 
 func validateLB(d *decoder, sc *Scenario, roles map[string]Role, ifaceRef func(string, Iface) bool) {
@@ -178,7 +179,7 @@ func checkBackends(d *decoder, path string, v lb.VIP, bs []lb.Backend) {
 	}
 }
 
-func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, ifaceRef func(string, Iface) bool) {
+func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, ifaceRef func(string, Iface) bool, chains *chainState) {
 	vips := map[lb.VIP]bool{}
 	lbNodes := map[string]bool{}
 	if sc.LB != nil {
@@ -202,6 +203,8 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 		return true
 	}
 	earlier := map[string]bool{}
+	// holds are the names of the hold: loads of the steps so far.
+	holds := map[string]bool{}
 	for i, st := range sc.Steps {
 		p := fmt.Sprintf("steps[%d]", i)
 		if earlier[st.Name] {
@@ -219,7 +222,28 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 				ifaceRef(ep+".link.iface", e.Link.Iface)
 			case e.Node != nil:
 				nodeRef(ep+".node.name", e.Node.Node)
+			case e.Chain != nil:
+				chains.event(ep+".chain", *e.Chain)
+			case e.Close != nil:
+				if !holds[e.Close.Hold] {
+					d.failAt(d.line(ep+".close.hold"), ep+".close.hold", "%q: want the name of a hold: of an earlier step", e.Close.Hold)
+				}
 			}
+		}
+		for j, h := range st.Hold {
+			hp := fmt.Sprintf("%s.hold[%d]", p, j)
+			nodeRef(hp+".from", h.From)
+			if holds[h.Name] {
+				d.failAt(d.line(hp+".name"), hp+".name", "%q: another hold has this name", h.Name)
+			}
+		}
+		// Added after the events: a close event names a hold of an
+		// earlier step.
+		for _, h := range st.Hold {
+			holds[h.Name] = true
+		}
+		for j, c := range st.Connect {
+			nodeRef(fmt.Sprintf("%s.connect[%d].from", p, j), c.From)
 		}
 		for j, s := range st.Send {
 			ifaceRef(fmt.Sprintf("%s.send[%d].at", p, j), s.At)
@@ -273,9 +297,17 @@ func validateSteps(d *decoder, sc *Scenario, nodeRef func(string, string) bool, 
 					d.failAt(d.line(ap+".disruption.before"), ap+".disruption.before", "%q: want the name of an earlier step", a.Disruption.Before)
 				}
 			case a.Counters != nil:
-				if needLB(ap+".counters") && a.Counters.Node != "" && !lbNodes[a.Counters.Node] {
-					d.failAt(d.line(ap+".counters.node"), ap+".counters.node", "%q: want a node the lb is attached to", a.Counters.Node)
+				chains.counters(ap+".counters", a.Counters, lbNodes, needLB)
+			case a.AdmittedRate != nil:
+				validateAdmittedRate(d, ap+".admitted_rate", st, a.AdmittedRate, nodeRef)
+			case a.Connections != nil:
+				cp := ap + ".connections.from"
+				if nodeRef(cp, a.Connections.From) && !slices.ContainsFunc(st.Connect, func(c ConnectLoad) bool { return c.From == a.Connections.From }) &&
+					!slices.ContainsFunc(st.Hold, func(h HoldSpec) bool { return h.From == a.Connections.From }) {
+					d.failAt(d.line(cp), cp, "the step has no connect: or hold: from %s", a.Connections.From)
 				}
+			case a.ChainIntact != nil:
+				chains.intact(ap+".chain_intact", a.ChainIntact)
 			case a.Delivery != nil:
 				if len(st.HTTP) == 0 && len(st.UDP) == 0 && !collects(sc, st.Name) {
 					d.failAt(a.Line, ap+".delivery", "the step sends no http: or udp: requests")

@@ -10,9 +10,10 @@
 //     out, so a program under test sees exactly the bytes the scenario
 //     asked for.
 //   - Real traffic: ServeHTTP and ServeUDPEcho run servers in one node,
-//     HTTPLoad and UDPRequests run clients in another, all with Go sockets
-//     created inside the nodes, so that packets cross the topology's veths
-//     and routers like any application's.
+//     HTTPLoad and UDPRequests run clients in another, ConnectLoad opens
+//     TCP connections at a fixed rate and Hold keeps some open, all with
+//     sockets created inside the nodes, so that packets cross the
+//     topology's veths and routers like any application's.
 //   - Capture: StartCapture records every frame on one interface of one
 //     node with an AF_PACKET socket until Stop, and WritePcap saves the
 //     frames for Wireshark or tshark.
