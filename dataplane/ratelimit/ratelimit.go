@@ -159,6 +159,9 @@ func (l *Limiter) Rules() []Rule {
 // set with an error changes nothing. A rule whose match, window and source
 // prefixes are unchanged keeps its window state and counters (a new rate or
 // action applies to the running windows); any other rule starts afresh.
+// A new rule's windows start when SetRules is called, on the monotonic
+// clock (CLOCK_MONOTONIC, what bpf_ktime_get_ns reads): a caller that
+// wants to count admissions per window can align with them.
 func (l *Limiter) SetRules(rules []Rule) error {
 	if uint32(len(rules)) > l.opts.MaxRules {
 		return fmt.Errorf("set rules: %d rules: %w: at most %d", len(rules), ErrInvalid, l.opts.MaxRules)

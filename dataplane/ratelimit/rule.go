@@ -132,6 +132,13 @@ func (r Rule) withDefaults() Rule {
 	return r
 }
 
+// Validate checks a rule as SetRules does, after filling in the defaults,
+// so that a configuration can be checked before it is applied. The error
+// wraps ErrInvalid and names the field at fault.
+func (r Rule) Validate() error {
+	return r.withDefaults().validate()
+}
+
 func (r Rule) validate() error {
 	switch {
 	case r.Proto != TCP && r.Proto != UDP:

@@ -185,3 +185,26 @@ func TestOptionsValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleValidate checks the exported check against what SetRules
+// accepts: defaults filled in first (a rule with only a rate is whole), the
+// same refusals otherwise. It needs no BPF.
+func TestRuleValidate(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		rule Rule
+		ok   bool
+	}{
+		{"rate only, defaults filled in", Rule{Rate: 100}, true},
+		{"source rate only", Rule{SourceRate: 5}, true},
+		{"no rate", Rule{}, false},
+		{"window too short", Rule{Rate: 100, Window: time.Millisecond}, false},
+		{"fractional budget", Rule{Rate: 3, Window: 100 * time.Millisecond}, false},
+		{"rst on udp", Rule{Match: Match{Proto: UDP}, Rate: 1, Action: RST}, false},
+	} {
+		err := c.rule.Validate()
+		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s: Validate() = %v, want ok=%v (errors wrap ErrInvalid)", c.name, err, c.ok)
+		}
+	}
+}

@@ -58,8 +58,8 @@ func (d *decoder) rateLimit(n *yaml.Node, path string, s *RateLimitSpec) {
 	})
 }
 
-// rateRule decodes one rule and checks what ratelimit.SetRules would
-// reject, so that the error has a line.
+// rateRule decodes one rule and checks it as ratelimit.SetRules would, so
+// that the error has a line.
 func (d *decoder) rateRule(n *yaml.Node, path string) (ratelimit.Rule, bool) {
 	r := ratelimit.Rule{Match: ratelimit.Match{Proto: ratelimit.TCP}, Window: ratelimit.DefaultWindow,
 		SourcePrefixV4: ratelimit.DefaultSourcePrefixV4, SourcePrefixV6: ratelimit.DefaultSourcePrefixV6}
@@ -79,12 +79,7 @@ func (d *decoder) rateRule(n *yaml.Node, path string) (ratelimit.Rule, bool) {
 		"source_rate":      {false, rate(&r.SourceRate)},
 		"source_prefix_v4": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, 32, &r.SourcePrefixV4) }},
 		"source_prefix_v6": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, 128, &r.SourcePrefixV6) }},
-		"window": {false, func(n *yaml.Node, p string) {
-			d.duration(n, p, &r.Window)
-			if r.Window < ratelimit.MinWindow || r.Window > ratelimit.MaxWindow {
-				d.fail(n, p, "%v: want a window from %v to %v", r.Window, ratelimit.MinWindow, ratelimit.MaxWindow)
-			}
-		}},
+		"window":           {false, func(n *yaml.Node, p string) { d.duration(n, p, &r.Window) }},
 		"action": {false, func(n *yaml.Node, p string) {
 			choice(d, n, p, []string{"drop", "rst"}, []ratelimit.Action{ratelimit.Drop, ratelimit.RST}, &r.Action)
 		}},
@@ -92,21 +87,8 @@ func (d *decoder) rateRule(n *yaml.Node, path string) (ratelimit.Rule, bool) {
 	if !ok || len(d.errs) > before {
 		return r, false
 	}
-	if r.Rate == 0 && r.SourceRate == 0 {
-		d.fail(n, path, "want rate, source_rate or both (connections a second)")
-	}
-	if r.Action == ratelimit.RST && r.Proto != ratelimit.TCP {
-		d.fail(n, path, "action rst: only a tcp rule can answer with a reset")
-	}
-	for _, x := range []struct {
-		key  string
-		rate uint32
-	}{{"rate", r.Rate}, {"source_rate", r.SourceRate}} {
-		// The program compares whole numbers of connections per window.
-		budget := uint64(x.rate) * uint64(r.Window.Nanoseconds())
-		if budget%uint64(time.Second) != 0 || budget/uint64(time.Second) > ratelimit.MaxBudget {
-			d.fail(n, join(path, x.key), "%d × window %v: want a whole number of connections per window, at most %d", x.rate, r.Window, ratelimit.MaxBudget)
-		}
+	if err := r.Validate(); err != nil {
+		d.fail(n, path, "%v", err)
 	}
 	return r, len(d.errs) == before
 }
