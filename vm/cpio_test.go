@@ -143,6 +143,29 @@ func TestScripts(t *testing.T) {
 	}
 }
 
+func TestGuestPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/tmp":                    HostTmp,
+		"/tmp/ci-clone/sim/x":     HostTmp + "/ci-clone/sim/x",
+		"/tmpfoo/x":               "/tmpfoo/x",
+		"/work/main/dataplane/lb": "/work/main/dataplane/lb",
+		"/var/tmp/sluice-vm":      "/var/tmp/sluice-vm",
+	} {
+		if got := GuestPath(in); got != want {
+			t.Errorf("GuestPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if s := RunScript("/tmp/ci clone/pkg", nil, []string{"/bin/true"}); !strings.Contains(s, "cd '"+HostTmp+"/ci clone/pkg' || exit 125") {
+		t.Errorf("run script does not change to the guest's path of a directory under /tmp:\n%s", s)
+	}
+	// The bind mount must come before the tmpfs that hides the host's /tmp.
+	in := InitScript("6.1.0-1-cloud-amd64", nil)
+	bind, tmpfs := strings.Index(in, "mount -o bind $R/tmp $R"+HostTmp), strings.Index(in, "mount -t tmpfs tmpfs $R/tmp")
+	if bind < 0 || tmpfs < 0 || bind > tmpfs {
+		t.Errorf("init does not bind the host's /tmp to %s before mounting its own /tmp:\n%s", HostTmp, in)
+	}
+}
+
 func TestGuestEnv(t *testing.T) {
 	env := GuestEnv([]string{"SLUICE_FOO=1", "SLUICE_VM_KERNEL=6.1", "SLUICE_REQUIRE_PRIV=0", "TMPDIR=/host/tmp", "HOME=/home/u"},
 		[]string{"EXTRA=2", "HOME=/x"})
