@@ -85,3 +85,24 @@ func chainedCase(name string, prog *ebpf.Program, frame []byte, v Verdict, mode 
 	res.closers = append(res.closers, base)
 	return Case{Name: name, Program: shim.Program, Baseline: base.Program, Frame: frame, Verdict: v, Mode: mode}, nil
 }
+
+// XDPCases returns every XDP case of `make bench`: LBCases, ChainCases and
+// PoliceCases, in that order. The caller closes the returned Closer after
+// measuring; on error nothing is left open.
+func XDPCases(mode Mode) (cases []Case, closer io.Closer, err error) {
+	res := &resources{}
+	defer func() {
+		if err != nil {
+			res.Close()
+		}
+	}()
+	for _, load := range []func(Mode) ([]Case, io.Closer, error){LBCases, ChainCases, PoliceCases} {
+		cs, c, err := load(mode)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.closers = append(res.closers, c)
+		cases = append(cases, cs...)
+	}
+	return cases, res, nil
+}

@@ -133,3 +133,26 @@ func TestPoliceCasesTakeTheirPath(t *testing.T) {
 		}
 	}
 }
+
+// TestXDPCasesHoldEveryCase checks that the suite `make bench` measures has
+// the cases of LBCases, ChainCases and PoliceCases, each name once.
+func TestXDPCasesHoldEveryCase(t *testing.T) {
+	testenv.RequirePriv(t)
+	cases, res, err := XDPCases(Native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	names := map[string]int{}
+	for _, c := range cases {
+		names[c.Name]++
+	}
+	for _, want := range []string{"lb gue v4 hit", "chain [lb] gue v4 hit", "chain root + 1 tail call", "ratelimit syn refused (drop)", "connlimit ack (handshake check)"} {
+		if names[want] != 1 {
+			t.Errorf("case %q appears %d times, want once", want, names[want])
+		}
+	}
+	if want := 6 + 2 + 6; len(cases) != want {
+		t.Errorf("%d cases, want %d", len(cases), want)
+	}
+}

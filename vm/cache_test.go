@@ -231,7 +231,7 @@ func sameFile(t *testing.T, a, b string) bool {
 func TestInitFindsScript(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		t.Fatalf("a shell to run /init's parsing in: %v", err)
 	}
 	in := InitScript("6.12.1+deb12-cloud-amd64", nil)
 	start, end := strings.Index(in, "script=\n"), strings.Index(in, "R=/newroot")

@@ -298,26 +298,12 @@ charts. Needs root.`, stderr)
 		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
 		return exitFail
 	}
-	cases, resources, err := bench.LBCases(benchMode)
+	cases, resources, err := bench.XDPCases(benchMode)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
 		return exitFail
 	}
 	defer resources.Close()
-	chainCases, chainResources, err := bench.ChainCases(benchMode)
-	if err != nil {
-		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
-		return exitFail
-	}
-	defer chainResources.Close()
-	cases = append(cases, chainCases...)
-	policeCases, policeResources, err := bench.PoliceCases(benchMode)
-	if err != nil {
-		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
-		return exitFail
-	}
-	defer policeResources.Close()
-	cases = append(cases, policeCases...)
 	tcCases, agentResources, err := bench.AgentCases()
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice bench: %v\n", err)
