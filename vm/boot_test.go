@@ -34,8 +34,12 @@ func TestBootGuest(t *testing.T) {
 				Dir:     "/",
 				Env:     GuestEnv(nil, []string{"MARK=it's here"}),
 				Timeout: 90 * time.Second,
-				Accel:   "tcg",
-				Output:  &out,
+				// One boot, and a stall if /init never writes the
+				// line the boot watchdog waits for.
+				BootTimeout:  60 * time.Second,
+				BootAttempts: 1,
+				Accel:        "tcg",
+				Output:       &out,
 			})
 			if err != nil {
 				t.Fatal(err)

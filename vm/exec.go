@@ -86,6 +86,9 @@ func Exec(ctx context.Context, o ExecOptions, stdout, stderr io.Writer) int {
 	}
 	r.SetCommand(append([]string{prog}, o.Argv[1:]...))
 	res, err := r.Execute(ctx)
+	for i, last := range res.Stalled {
+		fmt.Fprintf(stderr, "vmexec: boot %d on %s stalled and was retried; its last console line: %s\n", i+1, k.Version, last)
+	}
 	if err != nil {
 		fail(err)
 		if res.RunDir != "" {

@@ -52,6 +52,7 @@ func kvmWorks(ctx context.Context, cfg Config) (bool, string) {
 	trial := cfg
 	trial.Accel, trial.Argv, trial.Env, trial.Dir = "kvm", []string{"/bin/true"}, nil, "/"
 	trial.Timeout, trial.Output, trial.Log = 60*time.Second, io.Discard, nil
+	trial.BootAttempts = 1
 	verdict := "ok"
 	r, err := NewRun(trial)
 	if err != nil {

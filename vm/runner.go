@@ -33,6 +33,12 @@ type Config struct {
 	Env []string
 	// Timeout bounds the whole boot-run-poweroff; 0 means 10 minutes.
 	Timeout time.Duration
+	// BootTimeout bounds the time from starting qemu to /init starting the
+	// command (BootedLine on the console); 0 means 3 minutes, which is many
+	// times a normal TCG boot. A boot that stalls is abandoned and the
+	// guest booted again, up to BootAttempts boots in all (0 means 3).
+	BootTimeout  time.Duration
+	BootAttempts int
 	// Memory is the guest's memory in MiB; 0 means 2048. CPUs defaults to 2.
 	Memory, CPUs int
 	// Accel is "tcg", "kvm" or "auto" (the default): auto uses KVM only when
@@ -51,6 +57,9 @@ type Config struct {
 type Result struct {
 	ExitCode int    // the command's exit status
 	RunDir   string // kept when the run failed (logs, scripts); "" when removed
+	// Stalled holds the last console line of each boot that stalled and
+	// was retried (their consoles are console.<n>.log in the run directory).
+	Stalled []string
 }
 
 // Run is a prepared run: its directory exists and files can be staged into
@@ -141,19 +150,22 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 	if len(cfg.Argv) == 0 {
 		return res, errors.New("vm: no command")
 	}
-	qemu := cfg.QEMU
-	if qemu == "" {
-		qemu = "qemu-system-x86_64"
+	if cfg.QEMU == "" {
+		cfg.QEMU = "qemu-system-x86_64"
 	}
-	vfsd := cfg.Virtiofsd
-	if vfsd == "" {
-		if vfsd, err = FindVirtiofsd(); err != nil {
+	if cfg.Virtiofsd == "" {
+		if cfg.Virtiofsd, err = FindVirtiofsd(); err != nil {
 			return res, err
 		}
 	}
-	busybox := cfg.Busybox
-	if busybox == "" {
-		busybox = "/bin/busybox"
+	if cfg.Busybox == "" {
+		cfg.Busybox = "/bin/busybox"
+	}
+	if cfg.BootTimeout == 0 {
+		cfg.BootTimeout = 3 * time.Minute
+	}
+	if cfg.BootAttempts == 0 {
+		cfg.BootAttempts = 3
 	}
 
 	script := filepath.Join(r.Dir, "run.sh")
@@ -161,7 +173,7 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 		return res, err
 	}
 	initrd := filepath.Join(r.Dir, "initrd.cpio")
-	ir, err := CachedInitramfs(cfg.Kernel, busybox, CacheDir, initrd)
+	ir, err := CachedInitramfs(cfg.Kernel, cfg.Busybox, CacheDir, initrd)
 	if err != nil {
 		return res, err
 	}
@@ -184,14 +196,58 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
+	return r.boots(ctx, cfg, accel, initrd, script)
+}
 
+// boots boots the guest until one boot does not stall, at most
+// cfg.BootAttempts times. Nothing of the command has run in a boot that
+// stalled, so booting again is safe.
+func (r *Run) boots(ctx context.Context, cfg Config, accel, initrd, script string) (Result, error) {
+	var stalls []string
+	for n := 1; ; n++ {
+		res, err := r.boot(ctx, cfg, accel, initrd, script)
+		var stall *bootStall
+		if !errors.As(err, &stall) || n >= cfg.BootAttempts {
+			res.Stalled = stalls
+			return res, err
+		}
+		kept := filepath.Join(r.Dir, fmt.Sprintf("console.%d.log", n))
+		_ = os.Rename(filepath.Join(r.Dir, "console.log"), kept)
+		stalls = append(stalls, stall.last)
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, "vm: boot %d of %d stalled (%v); its console is in %s; booting again\n", n, cfg.BootAttempts, stall, kept)
+		}
+	}
+}
+
+// ErrBootStalled means a guest did not reach /init's command within the
+// boot timeout, on every attempt.
+var ErrBootStalled = errors.New("vm: guest boot stalled")
+
+// bootStall is one boot that stalled; last is the console's last line.
+type bootStall struct {
+	timeout time.Duration
+	last    string
+}
+
+func (s *bootStall) Error() string {
+	return fmt.Sprintf("%v: /init did not start the command within %v; last console line: %q", ErrBootStalled, s.timeout, s.last)
+}
+
+func (s *bootStall) Unwrap() error { return ErrBootStalled }
+
+// boot runs one guest: virtiofsd, then qemu, until the guest reports the
+// command's exit status, the context ends, or the console shows no start of
+// the command within cfg.BootTimeout (a *bootStall).
+func (r *Run) boot(ctx context.Context, cfg Config, accel, initrd, script string) (res Result, err error) {
 	sock := filepath.Join(r.Dir, "virtiofs.sock")
-	vlog, err := os.Create(filepath.Join(r.Dir, "virtiofsd.log"))
+	_ = os.Remove(sock)
+	vlog, err := os.OpenFile(filepath.Join(r.Dir, "virtiofsd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return res, err
 	}
 	defer vlog.Close()
-	vcmd := exec.Command(vfsd, "--socket-path="+sock, "-o", "source=/", "-o", "cache=auto", "-o", "sandbox=chroot")
+	vcmd := exec.Command(cfg.Virtiofsd, "--socket-path="+sock, "-o", "source=/", "-o", "cache=auto", "-o", "sandbox=chroot")
 	vcmd.Stdout, vcmd.Stderr = vlog, vlog
 	vcmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := vcmd.Start(); err != nil {
@@ -205,26 +261,29 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 		return res, fmt.Errorf("vm: virtiofsd: %w (log: %s)", err, filepath.Join(r.Dir, "virtiofsd.log"))
 	}
 
-	args, err := QEMUArgs(accel, cfg.Kernel.Image, initrd, sock, filepath.Join(r.Dir, "console.log"), script, cfg.Memory, cfg.CPUs)
+	console := filepath.Join(r.Dir, "console.log")
+	args, err := QEMUArgs(accel, cfg.Kernel.Image, initrd, sock, console, script, cfg.Memory, cfg.CPUs)
 	if err != nil {
 		return res, err
 	}
-	if err := os.WriteFile(filepath.Join(r.Dir, "qemu.cmd"), []byte(qemu+" "+strings.Join(quoteAll(args), " ")+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.Dir, "qemu.cmd"), []byte(cfg.QEMU+" "+strings.Join(quoteAll(args), " ")+"\n"), 0o644); err != nil {
 		return res, err
 	}
-	qerr, err := os.Create(filepath.Join(r.Dir, "qemu.stderr"))
+	qerr, err := os.OpenFile(filepath.Join(r.Dir, "qemu.stderr"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return res, err
 	}
 	defer qerr.Close()
-	qcmd := exec.Command(qemu, args...)
+	qcmd := exec.Command(cfg.QEMU, args...)
 	qcmd.Stderr = qerr
 	qcmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := qcmd.StdoutPipe()
 	if err != nil {
 		return res, err
 	}
-	logf("booting %s (%s) in %s", cfg.Kernel.Version, accel, r.Dir)
+	if cfg.Log != nil {
+		fmt.Fprintf(cfg.Log, "vm: booting %s (%s) in %s\n", cfg.Kernel.Version, accel, r.Dir)
+	}
 	if err := qcmd.Start(); err != nil {
 		return res, fmt.Errorf("vm: start qemu: %w", err)
 	}
@@ -240,6 +299,14 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 		killGroup(qcmd)
 		<-qdone
 	}()
+	stalled := make(chan *bootStall, 1)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		if s := watchBoot(wctx, console, cfg.BootTimeout); s != nil {
+			stalled <- s
+		}
+	}()
 	select {
 	case <-qdone:
 		filter.flush()
@@ -248,11 +315,42 @@ func (r *Run) Execute(ctx context.Context) (res Result, err error) {
 		}
 		res.ExitCode = filter.status
 		return res, nil
+	case s := <-stalled:
+		return res, s
 	case <-ctx.Done():
 		killGroup(qcmd)
 		<-qdone
 		filter.flush()
 		return res, fmt.Errorf("vm: guest did not finish within %v (%v); see %s/console.log", cfg.Timeout, ctx.Err(), r.Dir)
+	}
+}
+
+// watchBoot polls the console file until it shows BootedLine (nil) or
+// timeout passes without it (a *bootStall). A guest under TCG now and then
+// hangs in early kernel boot and would otherwise hold the run until its
+// whole timeout. It returns nil when ctx ends first.
+func watchBoot(ctx context.Context, console string, timeout time.Duration) *bootStall {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		b, _ := os.ReadFile(console)
+		if bytes.Contains(b, []byte(BootedLine)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-deadline.C:
+			b, _ = os.ReadFile(console)
+			if bytes.Contains(b, []byte(BootedLine)) {
+				return nil
+			}
+			lines := strings.Split(strings.TrimRight(string(b), "\r\n"), "\n")
+			return &bootStall{timeout: timeout, last: strings.TrimSpace(lines[len(lines)-1])}
+		case <-tick.C:
+		}
 	}
 }
 

@@ -61,7 +61,7 @@ echo /sbin/modprobe >/proc/sys/kernel/modprobe
 ip link set lo up
 hostname sluice-vm
 stty -F /dev/ttyS1 raw -echo
-log "running $script"
+echo "` + BootedLine + `$script" >/dev/console
 chroot $R /bin/sh "$script" >/dev/ttyS1 2>&1 </dev/null
 rc=$?
 log "exit status $rc"
@@ -72,6 +72,10 @@ sleep 10
 `)
 	return b.String()
 }
+
+// BootedLine starts the console line /init writes just before it runs the
+// command: the runner's sign that the guest has booted.
+const BootedLine = "sluice-vm: running "
 
 // HostTmp is where the guest shows the host's /tmp, read-only: the guest
 // mounts a tmpfs of its own on /tmp, which hides the host's, and a checkout
