@@ -19,7 +19,7 @@
  * handshakes already under way when the count reaches the limit complete,
  * so the program also judges each handshake's final ACK: below the limit it
  * reserves the connection's place in the count atomically (cl_pending), at
- * the limit it drops the ACK. Only ACKs the kernel would accept reserve, so
+ * the limit it refuses the ACK (drop, or a RST). Only ACKs the kernel would accept reserve, so
  * spoofed packets cannot hold places; the tracepoint turns a reservation
  * into a counted socket, and the control plane releases the reservations
  * of handshakes that died (cl_release). */
@@ -165,14 +165,18 @@ enum cl_stat {
 	CL_STAT_DROP_LIMIT,
 	/* SYNs refused: answered with a RST (action rst). */
 	CL_STAT_TX_RST,
-	/* SYNs refused with action rst that could not be rewritten; dropped. */
+	/* SYNs or final ACKs refused with action rst that could not be
+	 * rewritten; dropped. */
 	CL_STAT_DROP_RST_FAILED,
 	/* Final ACKs of handshakes let through below the limit, each
 	 * reserving its connection's place in the count. */
 	CL_STAT_ACK_RESERVED,
-	/* Final ACKs of handshakes refused (dropped) at the limit: their SYN
-	 * was admitted, but the count reached the limit since. */
+	/* Final ACKs of handshakes refused at the limit (their SYN was
+	 * admitted, but the count reached the limit since): dropped (action
+	 * drop)... */
 	CL_STAT_DROP_LIMIT_ACK,
+	/* ...or answered with a RST (action rst). */
+	CL_STAT_TX_RST_ACK,
 	/* Final ACKs let through without a reservation: the table of
 	 * reservations was full. */
 	CL_STAT_PENDING_FULL,
@@ -546,7 +550,7 @@ static __always_inline int handshake_ack(struct xdp_md *ctx, const struct police
  * limit it reserves the connection's place in the count, atomically, so
  * that ACKs racing on several CPUs or in one receive batch cannot all get
  * in: the count includes every connection let through, before the kernel
- * creates it. */
+ * creates it. It returns 0 for an ACK to refuse. */
 static __always_inline int admit_ack(struct xdp_md *ctx, const struct police_pkt *p, __u16 port,
 				     const struct cl_limit *lim, __s64 *cnt)
 {
@@ -567,7 +571,6 @@ static __always_inline int admit_ack(struct xdp_md *ctx, const struct police_pkt
 		return 1;
 	if (__sync_fetch_and_add(cnt, 1) >= (__s64)lim->max) {
 		__sync_fetch_and_add(cnt, -1);
-		count(CL_STAT_DROP_LIMIT_ACK);
 		return 0;
 	}
 	v.since = bpf_ktime_get_ns();
@@ -616,7 +619,13 @@ int cl_xdp(struct xdp_md *ctx)
 	if (flags == POLICE_TCP_ACK) {
 		if (admit_ack(ctx, &p, port, lim, cnt))
 			goto pass;
-		return XDP_DROP;
+		if (lim->action != CL_ACTION_RST) {
+			count(CL_STAT_DROP_LIMIT_ACK);
+			return XDP_DROP;
+		}
+		ret = police_rst(ctx, &p);
+		count(ret == XDP_TX ? CL_STAT_TX_RST_ACK : CL_STAT_DROP_RST_FAILED);
+		return ret;
 	}
 	if (*(volatile __s64 *)cnt < (__s64)lim->max) {
 		count(CL_STAT_SYN_ADMITTED);

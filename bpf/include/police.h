@@ -266,9 +266,12 @@ static __always_inline int police_parse(struct xdp_md *ctx, struct police_pkt *p
 	return police_parse_l4(ctx, &l, p);
 }
 
-/* police_rst rewrites a parsed TCP packet (a SYN) into the RST|ACK the
- * host's TCP would answer it with (RFC 9293 3.10.7.1: seq 0, ack = its seq
- * + its length, SYN and FIN counting one each): MACs swapped, addresses and
+/* police_rst rewrites a parsed TCP packet into the reset the host's TCP
+ * would answer it with (RFC 9293 3.10.7.1): to a segment without ACK (a
+ * SYN) a RST|ACK with seq 0 and ack = its seq + its length, SYN and FIN
+ * counting one each; to a segment with ACK (a handshake's final ACK) a RST
+ * whose seq is that ACK's acknowledgement number, the one sequence number
+ * the peer is sure to accept, and no ACK. MACs swapped, addresses and
  * ports swapped, no options, no payload, the encapsulation removed (the RST
  * goes from the inner destination, the VIP, straight to the client), the
  * VLAN tag kept, TTL / hop limit 64, IPv4 id 0 without DF as Linux's reset
@@ -321,7 +324,15 @@ static __always_inline int police_rst(struct xdp_md *ctx, const struct police_pk
 		seg_len++;
 	if (p->tcp_flags & POLICE_TCP_FIN)
 		seg_len++;
+	__be32 seq = 0;
 	__be32 ack = bpf_htonl(bpf_ntohl(th->seq) + seg_len);
+	__u16 flags = POLICE_TCP_RST | POLICE_TCP_ACK;
+
+	if (p->tcp_flags & POLICE_TCP_ACK) {
+		seq = th->ack_seq;
+		ack = 0;
+		flags = POLICE_TCP_RST;
+	}
 
 	/* The new frame is never longer than the old one: drop the outer
 	 * encapsulation at the front and the rest at the back, then write the
@@ -396,10 +407,10 @@ static __always_inline int police_rst(struct xdp_md *ctx, const struct police_pk
 	}
 	th->source = p->dport;
 	th->dest = p->sport;
-	th->seq = 0;
+	th->seq = seq;
 	th->ack_seq = ack;
-	/* data offset 5 words; flags RST|ACK */
-	*((__be16 *)th + 6) = bpf_htons(5 << 12 | POLICE_TCP_RST | POLICE_TCP_ACK);
+	/* data offset 5 words, then the flags */
+	*((__be16 *)th + 6) = bpf_htons(5 << 12 | flags);
 	th->window = 0;
 	th->check = 0;
 	th->urg_ptr = 0;

@@ -83,11 +83,12 @@ const (
 	connlimitClStatCL_STAT_DROP_RST_FAILED connlimitClStat = 5
 	connlimitClStatCL_STAT_ACK_RESERVED    connlimitClStat = 6
 	connlimitClStatCL_STAT_DROP_LIMIT_ACK  connlimitClStat = 7
-	connlimitClStatCL_STAT_PENDING_FULL    connlimitClStat = 8
-	connlimitClStatCL_STAT_CONN_OPEN       connlimitClStat = 9
-	connlimitClStatCL_STAT_CONN_CLOSE      connlimitClStat = 10
-	connlimitClStatCL_STAT_TRACK_FULL      connlimitClStat = 11
-	connlimitClStatCL_STAT_MAX             connlimitClStat = 12
+	connlimitClStatCL_STAT_TX_RST_ACK      connlimitClStat = 8
+	connlimitClStatCL_STAT_PENDING_FULL    connlimitClStat = 9
+	connlimitClStatCL_STAT_CONN_OPEN       connlimitClStat = 10
+	connlimitClStatCL_STAT_CONN_CLOSE      connlimitClStat = 11
+	connlimitClStatCL_STAT_TRACK_FULL      connlimitClStat = 12
+	connlimitClStatCL_STAT_MAX             connlimitClStat = 13
 )
 
 // Names of all BPF objects in the ELF.

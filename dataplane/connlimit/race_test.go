@@ -99,23 +99,32 @@ func (w *wire) send(t *testing.T, frame []byte) {
 func (w *wire) handshake(t *testing.T, from, to netip.AddrPort) uint32 {
 	t.Helper()
 	w.send(t, w.segment(t, from, to, 1, 0, true, false))
+	tcp := w.receive(t, "the SYN-ACK", from, func(tcp *layers.TCP) bool { return tcp.SYN && tcp.ACK })
+	if tcp.Ack != 2 {
+		t.Fatalf("SYN-ACK to %v acknowledges %d, want 2", from, tcp.Ack)
+	}
+	return tcp.Seq
+}
+
+// receive returns the next TCP segment to the fake client to for which
+// match holds, waiting at most 5 s.
+func (w *wire) receive(t *testing.T, what string, to netip.AddrPort, match func(*layers.TCP) bool) *layers.TCP {
+	t.Helper()
 	buf := make([]byte, 2048)
 	for {
 		n, _, err := unix.Recvfrom(w.fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil {
-			t.Fatalf("waiting for the SYN-ACK to %v: %v", from, err)
+			t.Fatalf("waiting for %s to %v: %v", what, to, err)
 		}
 		p := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
 		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
 		ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-		if tcp == nil || ip == nil || !tcp.SYN || !tcp.ACK || uint16(tcp.DstPort) != from.Port() ||
-			!ip.DstIP.Equal(from.Addr().AsSlice()) {
-			continue
+		if tcp != nil && ip != nil && uint16(tcp.DstPort) == to.Port() && ip.DstIP.Equal(to.Addr().AsSlice()) && match(tcp) {
+			return tcp
 		}
-		if tcp.Ack != 2 {
-			t.Fatalf("SYN-ACK to %v acknowledges %d, want 2", from, tcp.Ack)
-		}
-		return tcp.Seq
 	}
 }
 
@@ -250,6 +259,75 @@ func handshakeRace(t *testing.T, cookies bool) {
 		return total == max+1, "accepted " + itoa(total)
 	})
 	waitCount(t, l, port, max)
+}
+
+// TestRefusedFinalACKRST refuses a handshake's final ACK at the limit with
+// the rst action: the answer is the RST the client's TCP accepts in its
+// ESTABLISHED state (RFC 9293 3.10.7.1: seq = the ACK's acknowledgement
+// number, no ACK flag), built here with gopacket, both from BPF_PROG_RUN
+// and on the wire from the attached program.
+func TestRefusedFinalACKRST(t *testing.T) {
+	tp := newTopo(t)
+	a := netip.AddrPortFrom(netip.MustParseAddr("10.77.0.54"), 40005)
+	b := netip.AddrPortFrom(netip.MustParseAddr("10.77.0.55"), 40006)
+	to := netip.AddrPortFrom(serverV4, port)
+	w := tp.wire(t, a.Addr(), b.Addr())
+	l := tp.loadIn(t, map[uint16]Limit{port: {Max: 1, Action: RST}})
+	if err := l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tp.in(t, tp.server, func() {
+		// Generic: a veth delivers a native XDP_TX frame only when its
+		// peer runs XDP too, and the client end has no program.
+		at, err := l.Attach(serverDev, attach.Generic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { at.Close() })
+	})
+	tp.listen(t, "tcp4", to)
+	isnA := w.handshake(t, a, to)
+	isnB := w.handshake(t, b, to)
+	run := func(frame []byte) pkttest.Result {
+		var res pkttest.Result
+		tp.in(t, tp.server, func() { res = pkttest.Run(t, l.Program(), frame) })
+		return res
+	}
+	if res := run(w.finalACK(t, a, to, isnA)); res.Verdict != pkttest.XDPPass {
+		t.Fatalf("A's final ACK: verdict %v, want XDP_PASS", res.Verdict)
+	}
+	before, err := l.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := run(w.finalACK(t, b, to, isnB))
+	if res.Verdict != pkttest.XDPTX {
+		t.Fatalf("B's final ACK at the limit: verdict %v, want XDP_TX", res.Verdict)
+	}
+	r := pkttest.Flow{SrcMAC: w.serverMAC, DstMAC: w.clientMAC, Src: to, Dst: b}
+	want := pkttest.Serialize(t, append(r.Headers(layers.IPProtocolTCP), &layers.TCP{
+		SrcPort: layers.TCPPort(to.Port()), DstPort: layers.TCPPort(b.Port()),
+		Seq: isnB + 1, RST: true, Window: 0,
+	})...)
+	pkttest.Expect(t, want, res.Out)
+	pkttest.VerifyChecksums(t, res.Packet)
+	// The attached program sees the namespace's own traffic too, so only
+	// the counters of refused ACKs are compared.
+	for name, want := range map[string]uint64{"tx_rst_ack": 1, "drop_limit_ack": 0, "drop_rst_failed": 0} {
+		if d := counter(t, l, name) - before[name]; d != want {
+			t.Errorf("counter %s moved by %d, want %d", name, d, want)
+		}
+	}
+
+	// Through the attached program, the RST reaches the client.
+	w.send(t, w.finalACK(t, b, to, isnB))
+	rst := w.receive(t, "the RST", b, func(tcp *layers.TCP) bool { return tcp.RST })
+	if rst.Seq != isnB+1 || rst.ACK || rst.Ack != 0 {
+		t.Errorf("RST on the wire: seq %d ack %d (ACK %v), want seq %d, no ACK", rst.Seq, rst.Ack, rst.ACK, isnB+1)
+	}
+	if c := counter(t, l, "tx_rst_ack"); c != before["tx_rst_ack"]+2 {
+		t.Errorf("tx_rst_ack %d after the wire's ACK, want %d", c, before["tx_rst_ack"]+2)
+	}
 }
 
 // TestSweepReleasesDeadHandshakes reserves places for two handshakes whose

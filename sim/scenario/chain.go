@@ -203,7 +203,7 @@ func (n *chainNode) processed(name string) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("read counters of connlimit on %s: %w", n.at, err)
 		}
-		stats, sum = c, []string{"pass", "drop_limit", "drop_limit_ack", "tx_rst", "drop_rst_failed"}
+		stats, sum = c, []string{"pass", "drop_limit", "drop_limit_ack", "tx_rst", "tx_rst_ack", "drop_rst_failed"}
 	case name == ProgLB && n.lb != nil:
 		c, err := n.lb.lb.Counters()
 		if err != nil {
