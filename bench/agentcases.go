@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/sluice-dp/sluice/dataplane/agent"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -40,8 +41,8 @@ func AgentCases() (cases []TCCase, closer io.Closer, err error) {
 	// RFC 2544 benchmark addresses, as in the LB cases; nothing is sent.
 	backend := netip.MustParseAddr("198.19.0.5")
 	lbNode := netip.MustParseAddr("198.18.0.1")
-	vipLocal := agent.VIP{Addr: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: agent.TCP}
-	vipTrans := agent.VIP{Addr: netip.MustParseAddr("198.18.1.3"), Port: 80, Proto: agent.TCP}
+	vipLocal := agent.VIP{Addr: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: l4.TCP}
+	vipTrans := agent.VIP{Addr: netip.MustParseAddr("198.18.1.3"), Port: 80, Proto: l4.TCP}
 	app := netip.AddrPortFrom(backend, 8080)
 	client := netip.MustParseAddrPort("198.18.2.7:40000")
 	if err := a.AddBackendAddr(backend); err != nil {

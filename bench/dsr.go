@@ -8,6 +8,8 @@ import (
 	"net/netip"
 
 	"github.com/sluice-dp/sluice/dataplane/agent"
+	"github.com/sluice-dp/sluice/dataplane/attach"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/sim/topo"
 	"github.com/sluice-dp/sluice/sim/traffic"
@@ -156,7 +158,7 @@ func CompareDSR(ctx context.Context, opts DSROptions, progress io.Writer) (res D
 	if err := a.AddBackendAddr(dsrApp.Addr()); err != nil {
 		return res, err
 	}
-	vip := agent.VIP{Addr: dsrVIP.Addr(), Port: dsrVIP.Port(), Proto: agent.TCP}
+	vip := agent.VIP{Addr: dsrVIP.Addr(), Port: dsrVIP.Port(), Proto: l4.TCP}
 	if err := a.AddVIP(vip, agent.Transparent, dsrApp); err != nil {
 		return res, err
 	}
@@ -183,16 +185,16 @@ func CompareDSR(ctx context.Context, opts DSROptions, progress io.Writer) (res D
 		return res, err
 	}
 	closers = append(closers, l.Close)
-	lbVIP := lb.VIP{Addr: dsrVIP.Addr(), Port: dsrVIP.Port(), Proto: lb.TCP}
+	lbVIP := lb.VIP{Addr: dsrVIP.Addr(), Port: dsrVIP.Port(), Proto: l4.TCP}
 	if err := l.AddVIP(lbVIP, lb.VIPOptions{}); err != nil {
 		return res, err
 	}
 	if err := l.SetBackends(lbVIP, []lb.Backend{{Addr: dsrApp.Addr(), Weight: 1}}); err != nil {
 		return res, err
 	}
-	lbMode := lb.Native
+	lbMode := attach.Native
 	if opts.Mode == Generic {
-		lbMode = lb.Generic
+		lbMode = attach.Generic
 	} else if err := routerEnd.Node.AttachXDPPass(routerEnd.Iface); err != nil {
 		// Native XDP_TX into a veth is delivered only to an end that
 		// runs XDP itself.

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
@@ -35,9 +36,9 @@ func LBCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	vip4 := lb.VIP{Addr: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
-	vip6 := lb.VIP{Addr: netip.MustParseAddr("2001:db8:1::1"), Port: 80, Proto: lb.TCP}
-	vipIPIP := lb.VIP{Addr: netip.MustParseAddr("198.18.1.2"), Port: 80, Proto: lb.TCP}
+	vip4 := lb.VIP{Addr: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: l4.TCP}
+	vip6 := lb.VIP{Addr: netip.MustParseAddr("2001:db8:1::1"), Port: 80, Proto: l4.TCP}
+	vipIPIP := lb.VIP{Addr: netip.MustParseAddr("198.18.1.2"), Port: 80, Proto: l4.TCP}
 	backends4 := make([]lb.Backend, 0, 100)
 	backends6 := make([]lb.Backend, 0, 100)
 	for i := range 100 {

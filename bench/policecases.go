@@ -9,6 +9,8 @@ import (
 
 	"github.com/sluice-dp/sluice/dataplane/chain"
 	"github.com/sluice-dp/sluice/dataplane/connlimit"
+	"github.com/sluice-dp/sluice/dataplane/l4"
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/dataplane/ratelimit"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
@@ -72,16 +74,16 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 		return nil, nil, err
 	}
 	res.closers = append(res.closers, rl)
-	rule := func(f pkttest.Flow, rate uint32, a ratelimit.Action) ratelimit.Rule {
-		return ratelimit.Rule{Match: ratelimit.Match{Addr: f.Dst.Addr(), Port: f.Dst.Port(), Proto: ratelimit.TCP}, Rate: rate, Action: a}
+	rule := func(f pkttest.Flow, rate uint32, a police.Action) ratelimit.Rule {
+		return ratelimit.Rule{Match: ratelimit.Match{Addr: f.Dst.Addr(), Port: f.Dst.Port(), Proto: l4.TCP}, Rate: rate, Action: a}
 	}
 	if err := rl.SetRules([]ratelimit.Rule{
-		rule(open, ratelimit.MaxBudget, ratelimit.Drop),
-		rule(refuseDrop, 1, ratelimit.Drop),
+		rule(open, ratelimit.MaxBudget, police.Drop),
+		rule(refuseDrop, 1, police.Drop),
 	}); err != nil {
 		return nil, nil, fmt.Errorf("bench rate limiter rules: %w", err)
 	}
-	if err := chained.SetRules([]ratelimit.Rule{rule(refuseRST, 1, ratelimit.RST)}); err != nil {
+	if err := chained.SetRules([]ratelimit.Rule{rule(refuseRST, 1, police.RST)}); err != nil {
 		return nil, nil, fmt.Errorf("bench rate limiter rules: %w", err)
 	}
 
@@ -90,7 +92,7 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 		return nil, nil, err
 	}
 	res.closers = append(res.closers, cl)
-	if err := cl.SetPort(open.Dst.Port(), 1000, connlimit.Drop); err != nil {
+	if err := cl.SetPort(open.Dst.Port(), 1000, police.Drop); err != nil {
 		return nil, nil, fmt.Errorf("bench connection limiter port: %w", err)
 	}
 

@@ -21,7 +21,7 @@ import (
 	"syscall"
 
 	"github.com/sluice-dp/sluice/bench"
-	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/sim/scenario"
 	"github.com/sluice-dp/sluice/sim/topo"
 )
@@ -120,16 +120,16 @@ func parse(fs *flag.FlagSet, args []string) (int, bool) {
 }
 
 // modeFlag is an XDP attach mode given as native or generic.
-type modeFlag struct{ mode lb.Mode }
+type modeFlag struct{ mode attach.Mode }
 
 func (m *modeFlag) String() string { return m.mode.String() }
 
 func (m *modeFlag) Set(s string) error {
 	switch s {
 	case "native":
-		m.mode = lb.Native
+		m.mode = attach.Native
 	case "generic":
-		m.mode = lb.Generic
+		m.mode = attach.Generic
 	default:
 		return fmt.Errorf("want native or generic")
 	}
@@ -163,7 +163,7 @@ Commands:
 }
 
 // simModeFlag is native, generic or both.
-type simModeFlag struct{ modes []lb.Mode }
+type simModeFlag struct{ modes []attach.Mode }
 
 func (m *simModeFlag) String() string {
 	if len(m.modes) == 2 {
@@ -178,11 +178,11 @@ func (m *simModeFlag) String() string {
 func (m *simModeFlag) Set(s string) error {
 	switch s {
 	case "native":
-		m.modes = []lb.Mode{lb.Native}
+		m.modes = []attach.Mode{attach.Native}
 	case "generic":
-		m.modes = []lb.Mode{lb.Generic}
+		m.modes = []attach.Mode{attach.Generic}
 	case "both":
-		m.modes = []lb.Mode{lb.Native, lb.Generic}
+		m.modes = []attach.Mode{attach.Native, attach.Generic}
 	default:
 		return fmt.Errorf("want native, generic or both")
 	}
@@ -197,7 +197,7 @@ balancer, sends its traffic, checks its assertions and deletes everything
 again. Prints progress, a report per run and a summary table; exits 0 only if
 every assertion of every run passed. Needs root. The schema is in
 docs/scenarios.md.`, stderr)
-	mode := &simModeFlag{modes: []lb.Mode{lb.Native}}
+	mode := &simModeFlag{modes: []attach.Mode{attach.Native}}
 	fs.Var(mode, "mode", "XDP attach `mode`: native (default), generic, or both (each scenario runs twice)")
 	jsonPath := fs.String("json", "", "also write a machine-readable report to `FILE`")
 	pcapDir := fs.String("pcap-dir", "", "write every capture to `DIR` as pcap (default: only failed steps', under $TMPDIR)")
@@ -271,7 +271,7 @@ HTTP requests per second through the full DSR path against the same client and
 server talking directly, and writes the report as JSON, a Markdown table and
 charts. Needs root.`, stderr)
 	out := fs.String("out", bench.DefaultDir, "directory for the results")
-	mode := &modeFlag{mode: lb.Native}
+	mode := &modeFlag{mode: attach.Native}
 	fs.Var(mode, "mode", "XDP `mode` of the veth end that receives transmitted frames: native (default) or generic")
 	samples := fs.Int("samples", 0, "timed batches per program (default 0: the bench package's)")
 	repeat := fs.Uint("repeat", 0, "frames per timed batch (default 0: the bench package's)")
@@ -285,7 +285,7 @@ charts. Needs root.`, stderr)
 		return exitUsage
 	}
 	benchMode := bench.Native
-	if mode.mode == lb.Generic {
+	if mode.mode == attach.Generic {
 		benchMode = bench.Generic
 	}
 

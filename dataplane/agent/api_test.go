@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -47,7 +48,7 @@ func TestDefaults(t *testing.T) {
 
 func TestVIPValidation(t *testing.T) {
 	a := newAgent(t, Config{})
-	v4 := VIP{Addr: netip.MustParseAddr("192.0.2.50"), Port: 80, Proto: TCP}
+	v4 := VIP{Addr: netip.MustParseAddr("192.0.2.50"), Port: 80, Proto: l4.TCP}
 	for _, c := range []struct {
 		name string
 		vip  VIP
@@ -55,8 +56,8 @@ func TestVIPValidation(t *testing.T) {
 		app  netip.AddrPort
 		want error
 	}{
-		{name: "no address", vip: VIP{Port: 80, Proto: TCP}, mode: Local, want: ErrInvalid},
-		{name: "mapped address", vip: VIP{Addr: netip.MustParseAddr("::ffff:192.0.2.1"), Proto: TCP}, mode: Local, want: ErrInvalid},
+		{name: "no address", vip: VIP{Port: 80, Proto: l4.TCP}, mode: Local, want: ErrInvalid},
+		{name: "mapped address", vip: VIP{Addr: netip.MustParseAddr("::ffff:192.0.2.1"), Proto: l4.TCP}, mode: Local, want: ErrInvalid},
 		{name: "bad protocol", vip: VIP{Addr: v4.Addr, Port: 80, Proto: 1}, mode: Local, want: ErrInvalid},
 		{name: "bad mode", vip: v4, mode: 9, want: ErrInvalid},
 		{name: "local with app", vip: v4, mode: Local, app: app4, want: ErrInvalid},

@@ -3,20 +3,7 @@ package agent
 import (
 	"fmt"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach"
-)
-
-// Method is how the programs are attached to an interface.
-type Method = attach.Method
-
-// Attach methods.
-const (
-	// TCX links (Linux 6.6 and later): owned by the process, detached when
-	// closed, and they never disturb other programs on the interface.
-	TCX = attach.TCX
-	// Netlink adds cls_bpf filters in direct-action mode to a clsact qdisc,
-	// which kernels without tcx (such as 6.1) need.
-	Netlink = attach.Netlink
+	"github.com/sluice-dp/sluice/dataplane/attach"
 )
 
 // AttachOptions adjust Attach.
@@ -34,16 +21,12 @@ const (
 	filterHandle   = 1
 )
 
-// Attachment is the pair of programs attached to one interface: egress
-// toward the VM, ingress from it. Close detaches both; a clsact qdisc that
-// Attach created is removed once no filter is left on it.
-type Attachment = attach.TCAttachment
-
 // Attach attaches the egress program (decapsulation) and the ingress
 // program (reply rewrite) to iface, the host end of a VM's interface in the
 // current network namespace. It uses tcx where the kernel has it and falls
-// back to netlink otherwise.
-func (a *Agent) Attach(iface string, o AttachOptions) (*Attachment, error) {
+// back to netlink otherwise. Closing the attachment detaches both; a clsact
+// qdisc that Attach created is removed once no filter is left on it.
+func (a *Agent) Attach(iface string, o AttachOptions) (*attach.TCAttachment, error) {
 	at, err := attach.TC(iface, []attach.TCProgram{
 		{Program: a.objs.AgentEgress, Direction: attach.Egress, Name: "sluice_agent_egress"},
 		{Program: a.objs.AgentIngress, Direction: attach.Ingress, Name: "sluice_agent_ingress"},

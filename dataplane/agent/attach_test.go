@@ -12,7 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach/attachtest"
+	"github.com/sluice-dp/sluice/dataplane/attach"
+	"github.com/sluice-dp/sluice/dataplane/internal/attachtest"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
@@ -122,9 +123,9 @@ func checkAttach(t *testing.T, a *Agent, force bool) {
 	if err != nil {
 		t.Fatalf("attach: %v", err)
 	}
-	want := Netlink
+	want := attach.Netlink
 	if !force && kernelHasTCX(t) {
-		want = TCX
+		want = attach.TCX
 	}
 	if at.Method != want {
 		t.Errorf("attached with %v, want %v", at.Method, want)
@@ -191,7 +192,7 @@ func checkAttach(t *testing.T, a *Agent, force bool) {
 	}
 }
 
-func attachedIDs(t *testing.T, l netlink.Link, m Method) map[ebpf.ProgramID]bool {
+func attachedIDs(t *testing.T, l netlink.Link, m attach.Method) map[ebpf.ProgramID]bool {
 	t.Helper()
 	ids := make(map[ebpf.ProgramID]bool)
 	for _, id := range attachedList(t, l, m) {
@@ -200,10 +201,10 @@ func attachedIDs(t *testing.T, l netlink.Link, m Method) map[ebpf.ProgramID]bool
 	return ids
 }
 
-func attachedList(t *testing.T, l netlink.Link, m Method) []ebpf.ProgramID {
+func attachedList(t *testing.T, l netlink.Link, m attach.Method) []ebpf.ProgramID {
 	t.Helper()
 	var ids []ebpf.ProgramID
-	if m == TCX {
+	if m == attach.TCX {
 		for _, typ := range []ebpf.AttachType{ebpf.AttachTCXEgress, ebpf.AttachTCXIngress} {
 			r, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: typ})
 			if err != nil {

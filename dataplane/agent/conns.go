@@ -8,12 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 )
 
 // Conn is one entry of the connection table: a transparent-mode connection
 // whose replies are rewritten.
 type Conn struct {
-	Proto Proto
+	Proto l4.Proto
 	// Client is the client's address and port.
 	Client netip.AddrPort
 	// App is where the application listens (the rewritten destination).
@@ -48,7 +49,7 @@ func (a *Agent) Connections() ([]Conn, error) {
 	it := a.objs.Conns.Iterate()
 	for it.Next(&k, &v) {
 		c := Conn{
-			Proto:   Proto(k.Proto),
+			Proto:   l4.Proto(k.Proto),
 			Client:  netip.AddrPortFrom(bpfenc.WordsAddr(k.Client, k.Family == 4), bpfenc.Ntohs(k.ClientPort)),
 			App:     netip.AddrPortFrom(bpfenc.WordsAddr(k.App, k.Family == 4), bpfenc.Ntohs(k.AppPort)),
 			VIP:     netip.AddrPortFrom(bpfenc.WordsAddr(v.Vip, k.Family == 4), bpfenc.Ntohs(v.VipPort)),
@@ -59,7 +60,7 @@ func (a *Agent) Connections() ([]Conn, error) {
 		}
 		limit := cfg.TCPIdle
 		switch {
-		case c.Proto == UDP:
+		case c.Proto == l4.UDP:
 			limit = cfg.UDPIdle
 		case c.Closing:
 			limit = cfg.TCPClosing

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -161,49 +162,49 @@ func TestDecapTransparent(t *testing.T) {
 			in:    pkttest.GUE(outer(backend4), pkttest.IPPacket(tcp(toVM(client4, vipT4p), pkttest.SYN, ""))),
 			want:  tcp(toVM(client4, app4), pkttest.SYN, ""),
 			stats: transparent("decap_gue", "conn_insert"),
-			conn:  &Conn{Proto: TCP, Client: client4, App: app4, VIP: vipT4p},
+			conn:  &Conn{Proto: l4.TCP, Client: client4, App: app4, VIP: vipT4p},
 		},
 		{
 			name:  "tcp4 data ipip, entry exists",
 			in:    pkttest.IPIP(outer(backend4), pkttest.IPPacket(tcp(toVM(client4, vipT4p), pkttest.ACK|pkttest.PSH, "hello"))),
 			want:  tcp(toVM(client4, app4), pkttest.ACK|pkttest.PSH, "hello"),
 			stats: transparent("decap_ipip"),
-			conn:  &Conn{Proto: TCP, Client: client4, App: app4, VIP: vipT4p},
+			conn:  &Conn{Proto: l4.TCP, Client: client4, App: app4, VIP: vipT4p},
 		},
 		{
 			name:  "udp4 gue0",
 			in:    gue0(outer(backend4), false, 1, 4, pkttest.IPPacket(udp(toVM(client4, dns4), "query"))),
 			want:  udp(toVM(client4, app4dns), "query"),
 			stats: transparent("decap_gue0", "conn_insert"),
-			conn:  &Conn{Proto: UDP, Client: client4, App: app4dns, VIP: dns4},
+			conn:  &Conn{Proto: l4.UDP, Client: client4, App: app4dns, VIP: dns4},
 		},
 		{
 			name:  "udp4 zero checksum stays zero",
 			in:    pkttest.GUE(outer(backend4), pkttest.IPPacket(udpZero(t, toVM(ap("198.51.100.8:5353"), dns4), "no checksum"))),
 			want:  udpZero(t, toVM(ap("198.51.100.8:5353"), app4dns), "no checksum"),
 			stats: transparent("decap_gue", "conn_insert"),
-			conn:  &Conn{Proto: UDP, Client: ap("198.51.100.8:5353"), App: app4dns, VIP: dns4},
+			conn:  &Conn{Proto: l4.UDP, Client: ap("198.51.100.8:5353"), App: app4dns, VIP: dns4},
 		},
 		{
 			name:  "tcp6 syn ip6ip6",
 			in:    pkttest.IPIP(outer(backend6), pkttest.IPPacket(tcp(toVM(client6, vipT6p), pkttest.SYN, ""))),
 			want:  tcp(toVM(client6, app6), pkttest.SYN, ""),
 			stats: transparent("decap_ipip", "conn_insert"),
-			conn:  &Conn{Proto: TCP, Client: client6, App: app6, VIP: vipT6p},
+			conn:  &Conn{Proto: l4.TCP, Client: client6, App: app6, VIP: vipT6p},
 		},
 		{
 			name:  "udp6 gue",
 			in:    pkttest.GUE(outer(backend6), pkttest.IPPacket(udp(toVM(client6, dns6), "query6"))),
 			want:  udp(toVM(client6, withPort(app6.Addr(), 8080)), "query6"),
 			stats: transparent("decap_gue", "conn_insert"),
-			conn:  &Conn{Proto: UDP, Client: client6, App: withPort(app6.Addr(), 8080), VIP: dns6},
+			conn:  &Conn{Proto: l4.UDP, Client: client6, App: withPort(app6.Addr(), 8080), VIP: dns6},
 		},
 		{
 			name:  "tcp4 in ipv6 gue",
 			in:    pkttest.GUE(outer(backend6), pkttest.IPPacket(tcp(toVM(ap("198.51.100.9:41000"), vipT4p), pkttest.SYN, ""))),
 			want:  tcp(toVM(ap("198.51.100.9:41000"), app4), pkttest.SYN, ""),
 			stats: transparent("decap_gue", "conn_insert"),
-			conn:  &Conn{Proto: TCP, Client: ap("198.51.100.9:41000"), App: app4, VIP: vipT4p},
+			conn:  &Conn{Proto: l4.TCP, Client: ap("198.51.100.9:41000"), App: app4, VIP: vipT4p},
 		},
 		{
 			name:  "icmp4 frag needed about a vip flow",

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -38,14 +39,14 @@ var (
 
 // The VIPs every packet test installs.
 var (
-	localTCP4 = VIP{Addr: vip4, Port: 80, Proto: TCP}
-	localUDP4 = VIP{Addr: vip4, Port: 53, Proto: UDP}
-	localTCP6 = VIP{Addr: vip6, Port: 80, Proto: TCP}
-	localAll6 = VIP{Addr: vip6, Port: 0, Proto: UDP}
-	transTCP4 = VIP{Addr: vipT4, Port: 80, Proto: TCP}
-	transUDP4 = VIP{Addr: vipT4, Port: 53, Proto: UDP}
-	transTCP6 = VIP{Addr: vipT6, Port: 80, Proto: TCP}
-	transUDP6 = VIP{Addr: vipT6, Port: 53, Proto: UDP}
+	localTCP4 = VIP{Addr: vip4, Port: 80, Proto: l4.TCP}
+	localUDP4 = VIP{Addr: vip4, Port: 53, Proto: l4.UDP}
+	localTCP6 = VIP{Addr: vip6, Port: 80, Proto: l4.TCP}
+	localAll6 = VIP{Addr: vip6, Port: 0, Proto: l4.UDP}
+	transTCP4 = VIP{Addr: vipT4, Port: 80, Proto: l4.TCP}
+	transUDP4 = VIP{Addr: vipT4, Port: 53, Proto: l4.UDP}
+	transTCP6 = VIP{Addr: vipT6, Port: 80, Proto: l4.TCP}
+	transUDP6 = VIP{Addr: vipT6, Port: 53, Proto: l4.UDP}
 )
 
 // newAgent loads an agent with small maps, this backend's addresses and the

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -145,12 +146,12 @@ func TestExpiry(t *testing.T) {
 		c := ap("198.51.100.21:40000")
 		request(t, a, tcp(toVM(c, vipT4p), pkttest.SYN, ""))
 		request(t, a, tcp(toVM(c, vipT4p), pkttest.FIN|pkttest.ACK, ""))
-		checkConn(t, a, Conn{Proto: TCP, Client: c, App: app4, VIP: vipT4p, Closing: true})
+		checkConn(t, a, Conn{Proto: l4.TCP, Client: c, App: app4, VIP: vipT4p, Closing: true})
 		// Within the grace time the rest of the close is still rewritten.
 		runIngress(t, a, replyCase{in: tcp(fromVM(app4, c), pkttest.FIN|pkttest.ACK, ""),
 			want: tcp(fromVM(vipT4p, c), pkttest.FIN|pkttest.ACK, ""), stats: rewritten()})
 		time.Sleep(wait)
-		checkConn(t, a, Conn{Proto: TCP, Client: c, App: app4, VIP: vipT4p, Closing: true, Expired: true})
+		checkConn(t, a, Conn{Proto: l4.TCP, Client: c, App: app4, VIP: vipT4p, Closing: true, Expired: true})
 		runIngress(t, a, replyCase{in: tcp(fromVM(app4, c), pkttest.ACK, ""),
 			stats: map[string]uint64{"reply_pass": 1, "reply_expired": 1, "conn_expired": 1}})
 		// The expired entry is gone: the next reply is simply untracked.
@@ -161,7 +162,7 @@ func TestExpiry(t *testing.T) {
 		request(t, a, tcp(toVM(c, vipT4p), pkttest.SYN, ""))
 		runIngress(t, a, replyCase{in: tcp(fromVM(app4, c), pkttest.RST, ""),
 			want: tcp(fromVM(vipT4p, c), pkttest.RST, ""), stats: rewritten()})
-		checkConn(t, a, Conn{Proto: TCP, Client: c, App: app4, VIP: vipT4p, Closing: true})
+		checkConn(t, a, Conn{Proto: l4.TCP, Client: c, App: app4, VIP: vipT4p, Closing: true})
 		time.Sleep(wait)
 		runIngress(t, a, replyCase{in: tcp(fromVM(app4, c), pkttest.RST, ""),
 			stats: map[string]uint64{"reply_pass": 1, "reply_expired": 1, "conn_expired": 1}})
@@ -170,7 +171,7 @@ func TestExpiry(t *testing.T) {
 		c := ap("198.51.100.23:40000")
 		request(t, a, tcp(toVM(c, vipT4p), pkttest.SYN, ""))
 		time.Sleep(wait)
-		checkConn(t, a, Conn{Proto: TCP, Client: c, App: app4, VIP: vipT4p})
+		checkConn(t, a, Conn{Proto: l4.TCP, Client: c, App: app4, VIP: vipT4p})
 		runIngress(t, a, replyCase{in: tcp(fromVM(app4, c), pkttest.ACK, ""),
 			want: tcp(fromVM(vipT4p, c), pkttest.ACK, ""), stats: rewritten()})
 	})
@@ -178,16 +179,16 @@ func TestExpiry(t *testing.T) {
 		c := ap("198.51.100.24:40000")
 		request(t, a, tcp(toVM(c, vipT4p), pkttest.SYN, ""))
 		request(t, a, tcp(toVM(c, vipT4p), pkttest.RST, ""))
-		checkConn(t, a, Conn{Proto: TCP, Client: c, App: app4, VIP: vipT4p, Closing: true})
+		checkConn(t, a, Conn{Proto: l4.TCP, Client: c, App: app4, VIP: vipT4p, Closing: true})
 		request(t, a, tcp(toVM(c, vipT4p), pkttest.SYN, ""))
-		checkConn(t, a, Conn{Proto: TCP, Client: c, App: app4, VIP: vipT4p})
+		checkConn(t, a, Conn{Proto: l4.TCP, Client: c, App: app4, VIP: vipT4p})
 	})
 	t.Run("udp idle", func(t *testing.T) {
 		c := ap("198.51.100.25:5000")
 		request(t, a, udp(toVM(c, dns4), "q"))
 		runIngress(t, a, replyCase{in: udp(fromVM(app4dns, c), "a"), want: udp(fromVM(dns4, c), "a"), stats: rewritten()})
 		time.Sleep(wait)
-		checkConn(t, a, Conn{Proto: UDP, Client: c, App: app4dns, VIP: dns4, Expired: true})
+		checkConn(t, a, Conn{Proto: l4.UDP, Client: c, App: app4dns, VIP: dns4, Expired: true})
 		runIngress(t, a, replyCase{in: udp(fromVM(app4dns, c), "a"),
 			stats: map[string]uint64{"reply_pass": 1, "reply_expired": 1, "conn_expired": 1}})
 	})
@@ -198,6 +199,6 @@ func TestExpiry(t *testing.T) {
 		before := readCounters(t, a)
 		request(t, a, udp(toVM(c, dns4), "q"))
 		checkStats(t, before, readCounters(t, a), transparent("decap_gue", "conn_expired", "conn_insert"))
-		checkConn(t, a, Conn{Proto: UDP, Client: c, App: app4dns, VIP: dns4})
+		checkConn(t, a, Conn{Proto: l4.UDP, Client: c, App: app4dns, VIP: dns4})
 	})
 }

@@ -5,34 +5,15 @@ import (
 	"net/netip"
 
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 )
-
-// Proto is a transport protocol of a VIP.
-type Proto uint8
-
-// VIP protocols (IANA protocol numbers).
-const (
-	TCP Proto = 6
-	UDP Proto = 17
-)
-
-// String returns the protocol's name as the configuration spells it.
-func (p Proto) String() string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
 
 // VIP identifies a virtual service, as the load balancer does. Port 0 means
 // every port of Addr for Proto; a packet matches its exact port first.
 type VIP struct {
 	Addr  netip.Addr
 	Port  uint16
-	Proto Proto
+	Proto l4.Proto
 }
 
 // String formats the VIP as address:port/protocol.
@@ -77,7 +58,7 @@ func (v VIP) validate() error {
 	switch {
 	case !v.Addr.IsValid() || v.Addr.Is4In6():
 		return fmt.Errorf("vip %v: address: %w: an IPv4 or IPv6 address", v, ErrInvalid)
-	case v.Proto != TCP && v.Proto != UDP:
+	case v.Proto != l4.TCP && v.Proto != l4.UDP:
 		return fmt.Errorf("vip %v: protocol: %w: tcp or udp", v, ErrInvalid)
 	}
 	return nil

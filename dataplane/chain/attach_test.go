@@ -9,7 +9,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach/attachtest"
+	"github.com/sluice-dp/sluice/dataplane/attach"
+	"github.com/sluice-dp/sluice/dataplane/internal/attachtest"
 )
 
 // TestAttach attaches chains of two test members to one end of a veth pair
@@ -23,8 +24,8 @@ func TestAttach(t *testing.T) {
 		hook Hook
 		opts AttachOptions
 	}{
-		{"xdp native", XDP, AttachOptions{Mode: Native}},
-		{"xdp generic", XDP, AttachOptions{Mode: Generic}},
+		{"xdp native", XDP, AttachOptions{Mode: attach.Native}},
+		{"xdp generic", XDP, AttachOptions{Mode: attach.Generic}},
 		{"tc ingress", TCIngress, AttachOptions{}},
 		{"tc ingress netlink", TCIngress, AttachOptions{ForceNetlink: true}},
 		{"tc egress", TCEgress, AttachOptions{}},

@@ -38,7 +38,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
@@ -396,32 +396,10 @@ func (c *Chain) Close() error {
 	return errors.Join(c.prog.Close(), c.maps.Close(), c.grace.Close(), c.graceInner.Close())
 }
 
-// Mode is how an XDP chain is attached.
-type Mode = attach.Mode
-
-// XDP attach modes.
-const (
-	// Native runs the chain in the driver.
-	Native = attach.Native
-	// Generic runs the chain on socket buffers, on any device.
-	Generic = attach.Generic
-)
-
-// Method is how a TC chain is attached.
-type Method = attach.Method
-
-// TC attach methods.
-const (
-	// TCX links, on Linux 6.6 and later.
-	TCX = attach.TCX
-	// Netlink cls_bpf filters on a clsact qdisc, for older kernels.
-	Netlink = attach.Netlink
-)
-
 // AttachOptions adjust Attach.
 type AttachOptions struct {
 	// Mode is the XDP attach mode; TC chains ignore it.
-	Mode Mode
+	Mode attach.Mode
 	// ForceNetlink attaches a TC chain with a clsact cls_bpf filter even
 	// where tcx exists; XDP chains ignore it.
 	ForceNetlink bool
@@ -439,9 +417,9 @@ type Attachment struct {
 	Interface string
 	Hook      Hook
 	// Mode is the XDP attach mode, for an XDP chain.
-	Mode Mode
+	Mode attach.Mode
 	// Method is how a TC chain is attached (zero for XDP).
-	Method Method
+	Method attach.Method
 
 	close func() error
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
@@ -30,7 +31,7 @@ func TestLBLast(t *testing.T) {
 		t.Fatalf("load lb: %v", err)
 	}
 	defer l.Close()
-	vip := lb.VIP{Addr: netip.MustParseAddr("192.0.2.10"), Port: 80, Proto: lb.TCP}
+	vip := lb.VIP{Addr: netip.MustParseAddr("192.0.2.10"), Port: 80, Proto: l4.TCP}
 	if err := l.AddVIP(vip, lb.VIPOptions{Stateless: true}); err != nil {
 		t.Fatalf("add vip: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
 
@@ -26,7 +27,7 @@ func load(t *testing.T, opts Options) *Limiter {
 
 func TestSetPortsValidation(t *testing.T) {
 	l := load(t, Options{MaxPorts: 2})
-	if err := l.SetPorts(map[uint16]Limit{80: {Max: 5, Action: RST}}); err != nil {
+	if err := l.SetPorts(map[uint16]Limit{80: {Max: 5, Action: police.RST}}); err != nil {
 		t.Fatalf("set valid ports: %v", err)
 	}
 	for name, c := range map[string]struct {
@@ -44,7 +45,7 @@ func TestSetPortsValidation(t *testing.T) {
 				t.Fatalf("SetPorts(%v) = %v, want %v", c.ports, err, c.want)
 			}
 			// A rejected set changes nothing, in Go or in the kernel.
-			if got := l.Limits(); len(got) != 1 || got[80] != (Limit{Max: 5, Action: RST}) {
+			if got := l.Limits(); len(got) != 1 || got[80] != (Limit{Max: 5, Action: police.RST}) {
 				t.Errorf("limits after rejected set: %v", got)
 			}
 			var v connlimitClLimit
@@ -56,14 +57,14 @@ func TestSetPortsValidation(t *testing.T) {
 			}
 		})
 	}
-	if err := l.SetPort(80, 0, Drop); !errors.Is(err, ErrInvalid) {
+	if err := l.SetPort(80, 0, police.Drop); !errors.Is(err, ErrInvalid) {
 		t.Errorf("SetPort(80, 0) = %v, want ErrInvalid", err)
 	}
 }
 
 func TestSetPortsReplaces(t *testing.T) {
 	l := load(t, Options{})
-	if err := l.SetPorts(map[uint16]Limit{80: {Max: 5}, 443: {Max: 7, Action: RST}}); err != nil {
+	if err := l.SetPorts(map[uint16]Limit{80: {Max: 5}, 443: {Max: 7, Action: police.RST}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.SetPorts(map[uint16]Limit{443: {Max: 9}}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/sluice-dp/sluice/dataplane/chain"
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -22,10 +23,10 @@ func TestChainMember(t *testing.T) {
 	defer c.Close()
 	first := load(t, Options{ChainMaps: c.MemberMaps()})
 	second := load(t, Options{ChainMaps: c.MemberMaps()})
-	if err := first.SetPort(dropPort, 1, Drop); err != nil {
+	if err := first.SetPort(dropPort, 1, police.Drop); err != nil {
 		t.Fatal(err)
 	}
-	if err := second.SetPort(dropPort, 1, RST); err != nil {
+	if err := second.SetPort(dropPort, 1, police.RST); err != nil {
 		t.Fatal(err)
 	}
 	if err := second.objs.Counts.Put(uint16(dropPort), int64(1)); err != nil {

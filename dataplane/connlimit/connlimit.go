@@ -26,8 +26,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/police"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -43,37 +44,13 @@ var (
 	ErrClosed = errors.New("closed")
 )
 
-// Action is what happens to a refused SYN.
-type Action uint8
-
-// Actions.
-const (
-	// Drop drops the refused SYN: the client retransmits it and gets in
-	// once a connection has closed, or gives up after its timeout.
-	Drop Action = iota
-	// RST answers the refused SYN with a TCP RST|ACK from the destination,
-	// so the client fails at once ("connection refused").
-	RST
-)
-
-// String returns the action's name.
-func (a Action) String() string {
-	switch a {
-	case Drop:
-		return "drop"
-	case RST:
-		return "rst"
-	}
-	return fmt.Sprintf("action(%d)", uint8(a))
-}
-
 // Limit is the limit of one local TCP port.
 type Limit struct {
 	// Max is the number of connections that may be open at once, at
 	// least 1.
 	Max uint32
 	// Action is what a SYN over the limit gets.
-	Action Action
+	Action police.Action
 }
 
 func (l Limit) validate(port uint16) error {
@@ -82,7 +59,7 @@ func (l Limit) validate(port uint16) error {
 		return fmt.Errorf("port 0: %w: a port between 1 and 65535", ErrInvalid)
 	case l.Max == 0:
 		return fmt.Errorf("port %d max 0: %w: at least 1", port, ErrInvalid)
-	case l.Action != Drop && l.Action != RST:
+	case l.Action != police.Drop && l.Action != police.RST:
 		return fmt.Errorf("port %d action %v: %w: drop or rst", port, l.Action, ErrInvalid)
 	}
 	return nil
@@ -220,28 +197,12 @@ func (l *Limiter) Program() *ebpf.Program { return l.objs.ClXdp }
 // Options returns the sizes the program was loaded with.
 func (l *Limiter) Options() Options { return l.opts }
 
-// Mode is how an XDP program is attached.
-type Mode = attach.Mode
-
-// Attach modes.
-const (
-	// Native runs the program in the driver, before any socket buffer is
-	// allocated. The driver must support XDP (veth does).
-	Native = attach.Native
-	// Generic runs the program on socket buffers; it works on any device
-	// and is slower.
-	Generic = attach.Generic
-)
-
-// Attachment is the program attached to one interface. Close detaches it.
-type Attachment = attach.XDPAttachment
-
 // Attach attaches the XDP program to an interface of the calling thread's
 // network namespace, which should be the one the Limiter counts: the
 // program judges handshakes' final ACKs against the sockets of the
 // interface's namespace. Refused SYNs answered with a RST leave through the
 // same interface (XDP_TX).
-func (l *Limiter) Attach(iface string, mode Mode) (*Attachment, error) {
+func (l *Limiter) Attach(iface string, mode attach.Mode) (*attach.XDPAttachment, error) {
 	at, err := attach.XDP(l.objs.ClXdp, iface, mode)
 	if err != nil {
 		return nil, fmt.Errorf("attach connlimit to %s: %w", iface, err)
@@ -285,7 +246,7 @@ func (l *Limiter) Limits() map[uint16]Limit {
 
 // SetPort limits one port, or changes its limit. A lowered limit applies
 // to new connections only: the ones open stay open.
-func (l *Limiter) SetPort(port uint16, max uint32, action Action) error {
+func (l *Limiter) SetPort(port uint16, max uint32, action police.Action) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	next := maps.Clone(l.limits)

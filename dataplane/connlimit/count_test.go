@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/sluice-dp/sluice/dataplane/police"
 )
 
 const port = 8080
@@ -31,7 +33,7 @@ func TestCountFollowsConnections(t *testing.T) {
 			// A limiter of another namespace counts none of these.
 			var other *Limiter
 			tp.in(t, tp.client, func() { other = load(t, Options{}) })
-			if err := other.SetPort(port, 100, Drop); err != nil {
+			if err := other.SetPort(port, 100, police.Drop); err != nil {
 				t.Fatal(err)
 			}
 			if err := other.Start(); err != nil {
@@ -158,7 +160,7 @@ func TestSeedOnSetPort(t *testing.T) {
 		n := tp.established(t, port)
 		return n == 3, "established " + itoa(n)
 	})
-	if err := l.SetPort(port, 10, RST); err != nil {
+	if err := l.SetPort(port, 10, police.RST); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := l.Counts(); got[port] != 3 {
@@ -172,7 +174,7 @@ func TestSeedOnSetPort(t *testing.T) {
 		n := tp.established(t, port)
 		return n == 2, "established " + itoa(n)
 	})
-	if err := l.SetPort(port, 10, Drop); err != nil {
+	if err := l.SetPort(port, 10, police.Drop); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := l.Counts(); got[port] != 2 {

@@ -6,7 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach"
+	"github.com/sluice-dp/sluice/dataplane/attach"
+	"github.com/sluice-dp/sluice/dataplane/police"
 )
 
 // refusedDial is the connect timeout of connections that must be refused.
@@ -22,15 +23,15 @@ const refusedDial = 500 * time.Millisecond
 func TestExactLimit(t *testing.T) {
 	for _, c := range []struct {
 		name   string
-		action Action
+		action police.Action
 		to     netip.Addr
 		mode   attach.Mode
 	}{
-		{"drop ipv4", Drop, serverV4, attach.Native},
-		{"rst ipv4", RST, serverV4, attach.Native},
-		{"drop ipv6", Drop, serverV6, attach.Native},
-		{"rst ipv6", RST, serverV6, attach.Native},
-		{"rst ipv4 generic", RST, serverV4, attach.Generic},
+		{"drop ipv4", police.Drop, serverV4, attach.Native},
+		{"rst ipv4", police.RST, serverV4, attach.Native},
+		{"drop ipv6", police.Drop, serverV6, attach.Native},
+		{"rst ipv6", police.RST, serverV6, attach.Native},
+		{"rst ipv4 generic", police.RST, serverV4, attach.Generic},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			const max = 3
@@ -75,10 +76,10 @@ func TestExactLimit(t *testing.T) {
 					cn.Close()
 					t.Fatalf("connection %d was accepted over the limit", max+1)
 				}
-				if c.action == RST && !refused(err) {
+				if c.action == police.RST && !refused(err) {
 					t.Fatalf("refused dial: %v, want connection refused", err)
 				}
-				if ne, ok := err.(net.Error); c.action == Drop && (!ok || !ne.Timeout()) {
+				if ne, ok := err.(net.Error); c.action == police.Drop && (!ok || !ne.Timeout()) {
 					t.Fatalf("refused dial: %v, want a timeout", err)
 				}
 				atMost()
@@ -109,7 +110,7 @@ func TestExactLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 			stat := "tx_rst"
-			if c.action == Drop {
+			if c.action == police.Drop {
 				stat = "drop_limit"
 			}
 			if d := after[stat] - before[stat]; d != 2 {

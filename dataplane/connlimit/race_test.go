@@ -13,8 +13,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -175,7 +176,7 @@ func handshakeRace(t *testing.T, cookies bool) {
 	b := netip.AddrPortFrom(netip.MustParseAddr("10.77.0.51"), 40002)
 	to := netip.AddrPortFrom(serverV4, port)
 	w := tp.wire(t, a.Addr(), b.Addr())
-	l := tp.loadIn(t, map[uint16]Limit{port: {Max: max, Action: Drop}})
+	l := tp.loadIn(t, map[uint16]Limit{port: {Max: max, Action: police.Drop}})
 	if err := l.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,7 @@ func TestRefusedFinalACKRST(t *testing.T) {
 	b := netip.AddrPortFrom(netip.MustParseAddr("10.77.0.55"), 40006)
 	to := netip.AddrPortFrom(serverV4, port)
 	w := tp.wire(t, a.Addr(), b.Addr())
-	l := tp.loadIn(t, map[uint16]Limit{port: {Max: 1, Action: RST}})
+	l := tp.loadIn(t, map[uint16]Limit{port: {Max: 1, Action: police.RST}})
 	if err := l.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +340,7 @@ func TestSweepReleasesDeadHandshakes(t *testing.T) {
 	d := netip.AddrPortFrom(netip.MustParseAddr("10.77.0.53"), 40004)
 	to := netip.AddrPortFrom(serverV4, port)
 	w := tp.wire(t, c.Addr(), d.Addr())
-	l := tp.loadIn(t, map[uint16]Limit{port: {Max: 5, Action: RST}})
+	l := tp.loadIn(t, map[uint16]Limit{port: {Max: 5, Action: police.RST}})
 	// Sweeps run when the test calls them.
 	l.sweepEvery, l.grace = time.Hour, 0
 	if err := l.Start(); err != nil {

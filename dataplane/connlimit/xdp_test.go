@@ -7,6 +7,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -148,7 +149,7 @@ func TestXDP(t *testing.T) {
 		},
 	}
 	l := load(t, Options{})
-	if err := l.SetPorts(map[uint16]Limit{dropPort: {Max: 2, Action: Drop}, rstPort: {Max: 2, Action: RST}}); err != nil {
+	if err := l.SetPorts(map[uint16]Limit{dropPort: {Max: 2, Action: police.Drop}, rstPort: {Max: 2, Action: police.RST}}); err != nil {
 		t.Fatal(err)
 	}
 	// The program looks ACKs up among the sockets of the namespace it

@@ -17,6 +17,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 
+	"github.com/sluice-dp/sluice/dataplane/attach"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -134,7 +136,7 @@ func TestAPISetConfigRejected(t *testing.T) {
 		{"no IPv4 source while an IPv4 backend exists", bad(func(c *Config) { c.SourceV4 = netip.Addr{} }), "source_v4"},
 	}
 	l := newLB(t, Options{RingSize: connRingSize})
-	v := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
+	v := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
 	backend := netip.MustParseAddr("10.4.0.1")
 	addVIP(t, l, v, VIPOptions{}, Backend{Addr: backend, Weight: 1})
 	old := l.Config()
@@ -160,9 +162,9 @@ func TestAPISetConfigRejected(t *testing.T) {
 
 func TestAPIVIPErrors(t *testing.T) {
 	l := newLB(t, Options{RingSize: connRingSize})
-	v := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
+	v := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
 	addVIP(t, l, v, VIPOptions{}, be("10.4.0.1"))
-	unknown := VIP{Addr: apiVIP4, Port: 81, Proto: TCP}
+	unknown := VIP{Addr: apiVIP4, Port: 81, Proto: l4.TCP}
 	cases := []struct {
 		name     string
 		call     func() error
@@ -175,9 +177,9 @@ func TestAPIVIPErrors(t *testing.T) {
 		{"setting the backends of an unknown VIP", func() error { return l.SetBackends(unknown, []Backend{be("10.4.0.1")}) }, ErrNotFound, []string{unknown.String()}},
 		{"listing the backends of an unknown VIP", func() error { _, err := l.Backends(unknown); return err }, ErrNotFound, []string{unknown.String()}},
 		{"a VIP of protocol ICMP", func() error { return l.AddVIP(VIP{Addr: apiVIP4, Port: 1, Proto: 1}, VIPOptions{}) }, ErrInvalid, []string{"protocol"}},
-		{"a VIP without an address", func() error { return l.AddVIP(VIP{Port: 80, Proto: TCP}, VIPOptions{}) }, ErrInvalid, []string{"address"}},
+		{"a VIP without an address", func() error { return l.AddVIP(VIP{Port: 80, Proto: l4.TCP}, VIPOptions{}) }, ErrInvalid, []string{"address"}},
 		{"a VIP on an IPv4-mapped IPv6 address", func() error {
-			return l.AddVIP(VIP{Addr: netip.MustParseAddr("::ffff:192.0.2.41"), Port: 80, Proto: TCP}, VIPOptions{})
+			return l.AddVIP(VIP{Addr: netip.MustParseAddr("::ffff:192.0.2.41"), Port: 80, Proto: l4.TCP}, VIPOptions{})
 		}, ErrInvalid, []string{"::ffff:192.0.2.41"}},
 	}
 	for _, c := range cases {
@@ -191,8 +193,8 @@ func TestAPIVIPErrors(t *testing.T) {
 }
 
 func TestAPISetBackendsRejected(t *testing.T) {
-	v4 := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
-	v6 := VIP{Addr: apiVIP6, Port: 80, Proto: TCP}
+	v4 := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
+	v6 := VIP{Addr: apiVIP6, Port: 80, Proto: l4.TCP}
 	noV4 := testConfig()
 	noV4.SourceV4 = netip.Addr{}
 	tooMany := make([]Backend, 252)
@@ -276,7 +278,7 @@ func TestAPICapacity(t *testing.T) {
 		// One address per VIP, so that the address markers fill the
 		// vips map too.
 		vip := func(i int) VIP {
-			return VIP{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)}), Port: 80, Proto: TCP}
+			return VIP{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)}), Port: 80, Proto: l4.TCP}
 		}
 		for i := range max {
 			addVIP(t, l, vip(i), VIPOptions{}, be("10.4.0.1"))
@@ -295,8 +297,8 @@ func TestAPICapacity(t *testing.T) {
 	t.Run("backends", func(t *testing.T) {
 		const max = 4
 		l := newLB(t, Options{RingSize: connRingSize, MaxBackends: max})
-		a := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
-		b := VIP{Addr: apiVIP4, Port: 443, Proto: TCP}
+		a := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
+		b := VIP{Addr: apiVIP4, Port: 443, Proto: l4.TCP}
 		// MaxBackends counts (VIP, backend) pairs: one backend address
 		// used by two VIPs takes two.
 		addVIP(t, l, a, VIPOptions{}, be("10.4.0.1"), be("10.4.0.2"))
@@ -333,8 +335,8 @@ func TestAPICapacity(t *testing.T) {
 
 func TestAPIRemoveVIP(t *testing.T) {
 	l := newLB(t, Options{RingSize: connRingSize})
-	http := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
-	https := VIP{Addr: apiVIP4, Port: 443, Proto: TCP}
+	http := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
+	https := VIP{Addr: apiVIP4, Port: 443, Proto: l4.TCP}
 	addVIP(t, l, http, VIPOptions{}, be("10.4.0.1"))
 	addVIP(t, l, https, VIPOptions{}, be("10.4.0.1"))
 	client := apiClient4
@@ -411,7 +413,7 @@ func TestAPIRemoveVIP(t *testing.T) {
 func TestAPISeedRehash(t *testing.T) {
 	l := newLB(t, Options{RingSize: connRingSize})
 	testenv.LockAnyCPU(t)
-	v := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
+	v := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
 	bs := []Backend{be("10.4.0.1"), be("10.4.0.2"), be("10.4.0.3"), be("10.4.0.4")}
 	addVIP(t, l, v, VIPOptions{}, bs...)
 	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
@@ -459,8 +461,8 @@ func TestAPISeedRehash(t *testing.T) {
 
 func TestAPITrafficCounters(t *testing.T) {
 	l := newLB(t, Options{RingSize: connRingSize})
-	v := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
-	other := VIP{Addr: apiVIP4, Port: 443, Proto: TCP}
+	v := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
+	other := VIP{Addr: apiVIP4, Port: 443, Proto: l4.TCP}
 	bs := []Backend{be("10.4.0.1"), be("10.4.0.2")}
 	addVIP(t, l, v, VIPOptions{}, bs...)
 	addVIP(t, l, other, VIPOptions{}, be("10.4.0.9"))
@@ -541,9 +543,9 @@ func TestAPITrafficCounters(t *testing.T) {
 func TestAPILookup(t *testing.T) {
 	t.Run("not balanced", func(t *testing.T) {
 		l := newLB(t, Options{RingSize: connRingSize})
-		empty := VIP{Addr: apiVIP4, Port: 80, Proto: TCP}
-		down := VIP{Addr: apiVIP4, Port: 81, Proto: TCP}
-		gone := VIP{Addr: apiVIP4, Port: 82, Proto: UDP}
+		empty := VIP{Addr: apiVIP4, Port: 80, Proto: l4.TCP}
+		down := VIP{Addr: apiVIP4, Port: 81, Proto: l4.TCP}
+		gone := VIP{Addr: apiVIP4, Port: 82, Proto: l4.UDP}
 		addVIP(t, l, empty, VIPOptions{})
 		addVIP(t, l, down, VIPOptions{}, Backend{Addr: netip.MustParseAddr("10.4.0.1"), Weight: 1, Down: true})
 		addVIP(t, l, gone, VIPOptions{}, be("10.4.0.1"))
@@ -562,7 +564,7 @@ func TestAPILookup(t *testing.T) {
 	t.Run("weighted shares", func(t *testing.T) {
 		l := newLB(t, Options{RingSize: connRingSize})
 		testenv.LockAnyCPU(t)
-		v := VIP{Addr: apiVIP4, Port: 443, Proto: TCP}
+		v := VIP{Addr: apiVIP4, Port: 443, Proto: l4.TCP}
 		bs := []Backend{
 			{Addr: netip.MustParseAddr("10.4.0.1"), Weight: 1},
 			{Addr: netip.MustParseAddr("10.4.0.2"), Weight: 2},
@@ -670,11 +672,11 @@ func TestAPIAttach(t *testing.T) {
 		return lk.Attrs().Xdp
 	}
 	modes := []struct {
-		mode   Mode
+		mode   attach.Mode
 		kernel uint32 // IFLA_XDP_ATTACHED value the kernel reports
 	}{
-		{Native, nl.XDP_ATTACHED_DRV},
-		{Generic, nl.XDP_ATTACHED_SKB},
+		{attach.Native, nl.XDP_ATTACHED_DRV},
+		{attach.Generic, nl.XDP_ATTACHED_SKB},
 	}
 	for _, m := range modes {
 		a, err := l.Attach(dev, m.mode)
@@ -697,7 +699,7 @@ func TestAPIAttach(t *testing.T) {
 		}
 	}
 	const missing = "lbapi-none0"
-	if a, err := l.Attach(missing, Native); err == nil {
+	if a, err := l.Attach(missing, attach.Native); err == nil {
 		a.Close()
 		t.Errorf("attach to %s succeeded", missing)
 	} else if !strings.Contains(err.Error(), missing) {

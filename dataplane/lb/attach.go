@@ -3,29 +3,13 @@ package lb
 import (
 	"fmt"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 )
-
-// Mode is how an XDP program is attached.
-type Mode = attach.Mode
-
-// Attach modes.
-const (
-	// Native runs the program in the driver, before any socket buffer is
-	// allocated. The driver must support XDP (veth does).
-	Native = attach.Native
-	// Generic runs the program on socket buffers; it works on any device
-	// and is slower.
-	Generic = attach.Generic
-)
-
-// Attachment is the program attached to one interface. Close detaches it.
-type Attachment = attach.XDPAttachment
 
 // Attach attaches the program to an interface of the current network
 // namespace. The program returns its encapsulated packets out of the same
 // interface (XDP_TX).
-func (l *LB) Attach(iface string, mode Mode) (*Attachment, error) {
+func (l *LB) Attach(iface string, mode attach.Mode) (*attach.XDPAttachment, error) {
 	a, err := attach.XDP(l.objs.LbXdp, iface, mode)
 	if err != nil {
 		return nil, fmt.Errorf("attach lb to %s: %w", iface, err)

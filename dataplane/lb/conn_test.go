@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -296,7 +297,7 @@ func TestConnTable(t *testing.T) {
 				l := newLB(t, Options{RingSize: connRingSize})
 				testenv.LockAnyCPU(t)
 				seed := l.Config().Seed
-				v := VIP{Addr: fam.vip, Port: 443, Proto: TCP}
+				v := VIP{Addr: fam.vip, Port: 443, Proto: l4.TCP}
 				base := fam.backends(2)
 				addVIP(t, l, v, VIPOptions{}, base...)
 
@@ -357,7 +358,7 @@ func TestConnUDPIdle(t *testing.T) {
 			}
 			testenv.LockAnyCPU(t)
 			// Not port 53: gopacket would decode the payload as DNS.
-			v := VIP{Addr: fam.vip, Port: 7777, Proto: UDP}
+			v := VIP{Addr: fam.vip, Port: 7777, Proto: l4.UDP}
 			base := fam.backends(2)
 			addVIP(t, l, v, VIPOptions{}, base...)
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
@@ -399,7 +400,7 @@ func TestConnTableFull(t *testing.T) {
 	l := newLB(t, Options{RingSize: connRingSize, ConnTableSize: size})
 	cpu := testenv.LockAnyCPU(t)
 	seed := l.Config().Seed
-	v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
+	v := VIP{Addr: fam.vip, Port: 80, Proto: l4.TCP}
 	bs := fam.backends(3)
 	addVIP(t, l, v, VIPOptions{}, bs...)
 	ring := newModelRing(t, bs, l.Options().RingSize, seed)
@@ -552,7 +553,7 @@ func TestConnBackendChange(t *testing.T) {
 			testenv.LockAnyCPU(t)
 			seed := l.Config().Seed
 			size := l.Options().RingSize
-			v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
+			v := VIP{Addr: fam.vip, Port: 80, Proto: l4.TCP}
 			addVIP(t, l, v, VIPOptions{}, all...)
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 			before := newModelRing(t, all, size, seed)
@@ -596,7 +597,7 @@ func TestConnBackendBackUp(t *testing.T) {
 	testenv.LockAnyCPU(t)
 	seed := l.Config().Seed
 	size := l.Options().RingSize
-	v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
+	v := VIP{Addr: fam.vip, Port: 80, Proto: l4.TCP}
 	addVIP(t, l, v, VIPOptions{}, down...)
 	vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 	upRing, downRing := newModelRing(t, all, size, seed), newModelRing(t, down, size, seed)
@@ -641,7 +642,7 @@ func TestConnStatelessVIP(t *testing.T) {
 			l := newLB(t, Options{RingSize: connRingSize})
 			cpu := testenv.LockAnyCPU(t)
 			seed := l.Config().Seed
-			v := VIP{Addr: fam.vip, Port: 8080, Proto: TCP}
+			v := VIP{Addr: fam.vip, Port: 8080, Proto: l4.TCP}
 			base := fam.backends(3)
 			addVIP(t, l, v, VIPOptions{Stateless: true}, base...)
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
@@ -688,7 +689,7 @@ func TestConnSourceHash(t *testing.T) {
 			l := newLB(t, Options{RingSize: connRingSize})
 			testenv.LockAnyCPU(t)
 			seed := l.Config().Seed
-			v := VIP{Addr: fam.vip, Port: 443, Proto: TCP}
+			v := VIP{Addr: fam.vip, Port: 443, Proto: l4.TCP}
 			bs := fam.backends(4)
 			addVIP(t, l, v, VIPOptions{SourceHash: true}, bs...)
 			ring := newModelRing(t, bs, l.Options().RingSize, seed)
@@ -744,7 +745,7 @@ func TestConnVIPReAdded(t *testing.T) {
 	l := newLB(t, Options{RingSize: connRingSize})
 	testenv.LockAnyCPU(t)
 	seed := l.Config().Seed
-	v := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
+	v := VIP{Addr: fam.vip, Port: 80, Proto: l4.TCP}
 	before := fam.backends(2)
 	after := []Backend{{Addr: fam.backend(50), Weight: 1}, {Addr: fam.backend(51), Weight: 1}}
 	addVIP(t, l, v, VIPOptions{}, before...)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sluice-dp/sluice/ctl/maglev"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -25,8 +26,8 @@ func TestEncapSameBackendAsMaglev(t *testing.T) {
 		be6 = append(be6, Backend{Addr: netip.AddrFrom16(a), Weight: w})
 	}
 	// The IPv4 VIP covers all ports, so that destination ports vary too.
-	vip4 := VIP{Addr: netip.MustParseAddr("192.0.2.20"), Port: 0, Proto: TCP}
-	vip6 := VIP{Addr: netip.MustParseAddr("2001:db8:f::20"), Port: 443, Proto: TCP}
+	vip4 := VIP{Addr: netip.MustParseAddr("192.0.2.20"), Port: 0, Proto: l4.TCP}
+	vip6 := VIP{Addr: netip.MustParseAddr("2001:db8:f::20"), Port: 443, Proto: l4.TCP}
 
 	for _, mode := range []struct {
 		name string

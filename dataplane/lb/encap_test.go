@@ -12,6 +12,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/sluice-dp/sluice/ctl/maglev"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -26,10 +27,10 @@ var (
 	encRouter4 = netip.MustParseAddr("203.0.113.1")
 	encRouter6 = netip.MustParseAddr("2001:db8:1::1")
 
-	encTCP4 = VIP{Addr: encVIP4, Port: 80, Proto: TCP}
-	encUDP4 = VIP{Addr: encVIP4, Port: 5000, Proto: UDP}
-	encTCP6 = VIP{Addr: encVIP6, Port: 80, Proto: TCP}
-	encUDP6 = VIP{Addr: encVIP6, Port: 5000, Proto: UDP}
+	encTCP4 = VIP{Addr: encVIP4, Port: 80, Proto: l4.TCP}
+	encUDP4 = VIP{Addr: encVIP4, Port: 5000, Proto: l4.UDP}
+	encTCP6 = VIP{Addr: encVIP6, Port: 80, Proto: l4.TCP}
+	encUDP6 = VIP{Addr: encVIP6, Port: 5000, Proto: l4.UDP}
 
 	encBE4  = []Backend{be("10.1.0.5")}
 	encBE6  = []Backend{be("fd00:1::5")}
@@ -577,7 +578,7 @@ func TestEncapGUESourcePort(t *testing.T) {
 	} {
 		t.Run(fam.name+"/1000 flows spread", func(t *testing.T) {
 			l := newLB(t, Options{})
-			vip := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
+			vip := VIP{Addr: fam.vip, Port: 80, Proto: l4.TCP}
 			addVIP(t, l, vip, VIPOptions{}, fam.backend...)
 			seed := testConfig().Seed
 			ports := map[uint16]bool{}
@@ -619,7 +620,7 @@ func TestEncapGUESourcePort(t *testing.T) {
 			// the SYN hit the entry the SYN made.
 			testenv.LockAnyCPU(t)
 			l := newLB(t, Options{})
-			vip := VIP{Addr: fam.vip, Port: 80, Proto: TCP}
+			vip := VIP{Addr: fam.vip, Port: 80, Proto: l4.TCP}
 			addVIP(t, l, vip, VIPOptions{}, fam.backend...)
 			f := encIn(fam.client(7), fam.vip, 80, true)
 			want := encGUESport(modelFlowHash(f.Src, f.Dst, testConfig().Seed))

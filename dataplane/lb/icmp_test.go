@@ -8,6 +8,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -141,8 +142,8 @@ func TestICMPEcho(t *testing.T) {
 	}
 
 	l := newLB(t, Options{RingSize: connRingSize})
-	addVIP(t, l, VIP{Addr: vip4, Port: 80, Proto: TCP}, VIPOptions{}, be("10.3.0.1"))
-	addVIP(t, l, VIP{Addr: vip6, Port: 53, Proto: UDP}, VIPOptions{}, be("fd00:3::1"))
+	addVIP(t, l, VIP{Addr: vip4, Port: 80, Proto: l4.TCP}, VIPOptions{}, be("10.3.0.1"))
+	addVIP(t, l, VIP{Addr: vip6, Port: 53, Proto: l4.UDP}, VIPOptions{}, be("fd00:3::1"))
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			orig := append([]byte(nil), c.in...)
@@ -263,11 +264,11 @@ func TestICMPErrorForward(t *testing.T) {
 			l := newLB(t, Options{RingSize: connRingSize})
 			cpu := testenv.LockAnyCPU(t)
 			seed := l.Config().Seed
-			v := VIP{Addr: c.fam.vip, Port: 443, Proto: TCP}
+			v := VIP{Addr: c.fam.vip, Port: 443, Proto: l4.TCP}
 			base := c.fam.backends(2)
 			addVIP(t, l, v, VIPOptions{}, base...)
 			if c.fam.vip.Is4() {
-				addVIP(t, l, VIP{Addr: icmpOtherVIP4, Port: 443, Proto: TCP}, VIPOptions{}, base...)
+				addVIP(t, l, VIP{Addr: icmpOtherVIP4, Port: 443, Proto: l4.TCP}, VIPOptions{}, base...)
 			}
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)
 			client, grown, first, moved := connMovingFlow(t, c.fam, base,
@@ -343,7 +344,7 @@ func TestICMPTooBigGenerated(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			l := newLB(t, Options{RingSize: connRingSize})
 			mtu := l.Config().TunnelMTU
-			v := VIP{Addr: c.fam.vip, Port: 443, Proto: TCP}
+			v := VIP{Addr: c.fam.vip, Port: 443, Proto: l4.TCP}
 			addVIP(t, l, v, VIPOptions{Encap: c.encap}, Backend{Addr: c.backend, Weight: 1})
 			client := netip.AddrPortFrom(c.fam.client, 40404)
 			vipAP := netip.AddrPortFrom(v.Addr, v.Port)

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/sluice-dp/sluice/dataplane/l4"
 )
 
 // ErrNotBalanced is returned by Lookup when the program does not
@@ -42,24 +44,24 @@ func (l *LB) Lookup(v VIP, client netip.AddrPort) (netip.Addr, error) {
 
 // probe builds an Ethernet frame from client to vip: a TCP RST or a UDP
 // datagram with no payload.
-func probe(client, vip netip.AddrPort, proto Proto) []byte {
-	l4 := make([]byte, 20)
-	binary.BigEndian.PutUint16(l4[0:], client.Port())
-	binary.BigEndian.PutUint16(l4[2:], vip.Port())
-	if proto == TCP {
-		l4[12] = 5 << 4
-		l4[13] = 0x04 | 0x10 // RST|ACK
+func probe(client, vip netip.AddrPort, proto l4.Proto) []byte {
+	seg := make([]byte, 20)
+	binary.BigEndian.PutUint16(seg[0:], client.Port())
+	binary.BigEndian.PutUint16(seg[2:], vip.Port())
+	if proto == l4.TCP {
+		seg[12] = 5 << 4
+		seg[13] = 0x04 | 0x10 // RST|ACK
 	} else {
-		l4 = l4[:8]
-		binary.BigEndian.PutUint16(l4[4:], 8)
-		binary.BigEndian.PutUint16(l4[6:], 0xffff) // any non-zero checksum
+		seg = seg[:8]
+		binary.BigEndian.PutUint16(seg[4:], 8)
+		binary.BigEndian.PutUint16(seg[6:], 0xffff) // any non-zero checksum
 	}
-	frame := make([]byte, 14, 14+40+len(l4))
+	frame := make([]byte, 14, 14+40+len(seg))
 	if vip.Addr().Is4() {
 		binary.BigEndian.PutUint16(frame[12:], 0x0800)
 		ip := make([]byte, 20)
 		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(seg)))
 		ip[8] = 64
 		ip[9] = byte(proto)
 		s, d := client.Addr().As4(), vip.Addr().As4()
@@ -70,7 +72,7 @@ func probe(client, vip netip.AddrPort, proto Proto) []byte {
 		binary.BigEndian.PutUint16(frame[12:], 0x86dd)
 		ip := make([]byte, 40)
 		ip[0] = 0x60
-		binary.BigEndian.PutUint16(ip[4:], uint16(len(l4)))
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(seg)))
 		ip[6] = byte(proto)
 		ip[7] = 64
 		s, d := client.Addr().As16(), vip.Addr().As16()
@@ -78,7 +80,7 @@ func probe(client, vip netip.AddrPort, proto Proto) []byte {
 		copy(ip[24:], d[:])
 		frame = append(frame, ip...)
 	}
-	return append(frame, l4...)
+	return append(frame, seg...)
 }
 
 // outerDst reads the destination of an encapsulated frame.

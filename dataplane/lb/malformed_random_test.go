@@ -16,6 +16,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -38,13 +39,13 @@ func malRandomSetup(t *testing.T, l *LB) {
 	t.Helper()
 	b := func(a netip.Addr) Backend { return Backend{Addr: a, Weight: 1} }
 	bk := malRandBackends
-	addVIP(t, l, VIP{Addr: malVIP4, Port: malTCPPort, Proto: TCP}, VIPOptions{}, b(bk[0]), b(bk[1]))
-	addVIP(t, l, VIP{Addr: malVIP4, Port: malUDPPort, Proto: UDP}, VIPOptions{Encap: IPIP, Stateless: true}, b(bk[2]))
-	addVIP(t, l, VIP{Addr: malAllPorts4, Proto: TCP}, VIPOptions{SourceHash: true}, b(bk[0]), b(bk[2]))
-	addVIP(t, l, VIP{Addr: malMixed4, Port: malUDPPort, Proto: UDP}, VIPOptions{}, b(bk[5]))
-	addVIP(t, l, VIP{Addr: malVIP6, Port: malTCPPort, Proto: TCP}, VIPOptions{}, b(bk[3]), b(bk[4]))
-	addVIP(t, l, VIP{Addr: malVIP6, Proto: UDP}, VIPOptions{Encap: IPIP}, b(bk[4]))
-	addVIP(t, l, VIP{Addr: malEmpty4, Port: malTCPPort, Proto: TCP}, VIPOptions{})
+	addVIP(t, l, VIP{Addr: malVIP4, Port: malTCPPort, Proto: l4.TCP}, VIPOptions{}, b(bk[0]), b(bk[1]))
+	addVIP(t, l, VIP{Addr: malVIP4, Port: malUDPPort, Proto: l4.UDP}, VIPOptions{Encap: IPIP, Stateless: true}, b(bk[2]))
+	addVIP(t, l, VIP{Addr: malAllPorts4, Proto: l4.TCP}, VIPOptions{SourceHash: true}, b(bk[0]), b(bk[2]))
+	addVIP(t, l, VIP{Addr: malMixed4, Port: malUDPPort, Proto: l4.UDP}, VIPOptions{}, b(bk[5]))
+	addVIP(t, l, VIP{Addr: malVIP6, Port: malTCPPort, Proto: l4.TCP}, VIPOptions{}, b(bk[3]), b(bk[4]))
+	addVIP(t, l, VIP{Addr: malVIP6, Proto: l4.UDP}, VIPOptions{Encap: IPIP}, b(bk[4]))
+	addVIP(t, l, VIP{Addr: malEmpty4, Port: malTCPPort, Proto: l4.TCP}, VIPOptions{})
 }
 
 // malRandomBases are valid frames aimed at the VIPs of malRandomSetup (and a

@@ -12,6 +12,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -43,10 +44,10 @@ const (
 // the chosen backend of a balanced case is known without consulting Maglev.
 func malSetup(t *testing.T, l *LB) {
 	t.Helper()
-	addVIP(t, l, VIP{Addr: malVIP4, Port: malTCPPort, Proto: TCP}, VIPOptions{}, Backend{Addr: malBackend4, Weight: 1})
-	addVIP(t, l, VIP{Addr: malVIP4, Port: malUDPPort, Proto: UDP}, VIPOptions{}, Backend{Addr: malBackend4, Weight: 1})
-	addVIP(t, l, VIP{Addr: malVIP6, Port: malTCPPort, Proto: TCP}, VIPOptions{}, Backend{Addr: malBackend6, Weight: 1})
-	addVIP(t, l, VIP{Addr: malVIP6, Port: malUDPPort, Proto: UDP}, VIPOptions{}, Backend{Addr: malBackend6, Weight: 1})
+	addVIP(t, l, VIP{Addr: malVIP4, Port: malTCPPort, Proto: l4.TCP}, VIPOptions{}, Backend{Addr: malBackend4, Weight: 1})
+	addVIP(t, l, VIP{Addr: malVIP4, Port: malUDPPort, Proto: l4.UDP}, VIPOptions{}, Backend{Addr: malBackend4, Weight: 1})
+	addVIP(t, l, VIP{Addr: malVIP6, Port: malTCPPort, Proto: l4.TCP}, VIPOptions{}, Backend{Addr: malBackend6, Weight: 1})
+	addVIP(t, l, VIP{Addr: malVIP6, Port: malUDPPort, Proto: l4.UDP}, VIPOptions{}, Backend{Addr: malBackend6, Weight: 1})
 }
 
 // malFlow is a client flow toward dst, from clientMAC to the LB node's MAC;
@@ -782,11 +783,11 @@ func TestMalformedTooBig(t *testing.T) {
 // TestMalformedNoBackend: a VIP with no backend up drops its packets rather
 // than passing them to a stack that does not own the address.
 func TestMalformedNoBackend(t *testing.T) {
-	vip := VIP{Addr: malEmpty4, Port: malTCPPort, Proto: TCP}
+	vip := VIP{Addr: malEmpty4, Port: malTCPPort, Proto: l4.TCP}
 	syn := pkttest.TCP(malFlow(malEmpty4, malTCPPort), pkttest.SYN)
 	udpf := malFlow(malEmpty4, malUDPPort, malPayload(8))
 	udp := pkttest.UDP(udpf)
-	udpVIP := VIP{Addr: malEmpty4, Port: malUDPPort, Proto: UDP}
+	udpVIP := VIP{Addr: malEmpty4, Port: malUDPPort, Proto: l4.UDP}
 	down := func(addrs ...string) []Backend {
 		var bs []Backend
 		for _, a := range addrs {

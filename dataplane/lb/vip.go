@@ -10,35 +10,18 @@ import (
 
 	"github.com/sluice-dp/sluice/ctl/maglev"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 )
-
-// Proto is a balanced transport protocol.
-type Proto uint8
-
-// Balanced protocols (IANA protocol numbers).
-const (
-	TCP Proto = 6
-	UDP Proto = 17
-)
-
-func (p Proto) String() string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
 
 // VIP identifies a virtual service. Port 0 means every port of Addr for
 // Proto; a packet matches its exact port first, then port 0.
 type VIP struct {
 	Addr  netip.Addr
 	Port  uint16
-	Proto Proto
+	Proto l4.Proto
 }
 
+// String formats the VIP as address:port/protocol.
 func (v VIP) String() string {
 	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(v.Addr, v.Port), v.Proto)
 }
@@ -124,7 +107,7 @@ func (v VIP) validate() error {
 		return fmt.Errorf("vip %v: %w: address", v, ErrInvalid)
 	case v.Addr.Is4In6() || v.Addr.Zone() != "":
 		return fmt.Errorf("vip %v: %w: plain IPv4 or IPv6 address", v, ErrInvalid)
-	case v.Proto != TCP && v.Proto != UDP:
+	case v.Proto != l4.TCP && v.Proto != l4.UDP:
 		return fmt.Errorf("vip %v: %w: protocol tcp or udp", v, ErrInvalid)
 	}
 	return nil

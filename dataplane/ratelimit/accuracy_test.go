@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -54,7 +55,7 @@ func TestSteadyStateAccuracy(t *testing.T) {
 	// A worker back from a syscall needs a free P at once: with only
 	// GOMAXPROCS=2 it may wait for a thread without real-time priority.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(8))
-	web := Match{Port: 80, Proto: TCP}
+	web := Match{Port: 80, Proto: l4.TCP}
 	dst := netip.AddrPortFrom(vip4, 80)
 	cases := []struct {
 		name   string

@@ -11,9 +11,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach"
-	"github.com/sluice-dp/sluice/dataplane/internal/attach/attachtest"
+	"github.com/sluice-dp/sluice/dataplane/attach"
+	"github.com/sluice-dp/sluice/dataplane/internal/attachtest"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/l4"
+	"github.com/sluice-dp/sluice/dataplane/police"
 )
 
 // TestAttach attaches the limiter to one end of a veth pair in a namespace
@@ -21,10 +23,10 @@ import (
 // refuses from the other end, and checks that the RST comes back out of the
 // same interface, and that Close detaches the program.
 func TestAttach(t *testing.T) {
-	for _, mode := range []Mode{Native, Generic} {
+	for _, mode := range []attach.Mode{attach.Native, attach.Generic} {
 		t.Run(mode.String(), func(t *testing.T) {
-			web := Match{Port: 80, Proto: TCP}
-			l := newLimiter(t, Rule{Match: web, Rate: 1, Window: time.Minute, Action: RST})
+			web := Match{Port: 80, Proto: l4.TCP}
+			l := newLimiter(t, Rule{Match: web, Rate: 1, Window: time.Minute, Action: police.RST})
 			exhausted(t, l, web)
 			dst := netip.AddrPortFrom(vip4, 80)
 			attachtest.InNetns(t, func() {
@@ -68,7 +70,7 @@ func TestAttach(t *testing.T) {
 }
 
 // attachPass attaches a program that passes everything to lk, natively.
-func attachPass(lk netlink.Link) (*Attachment, error) {
+func attachPass(lk netlink.Link) (*attach.XDPAttachment, error) {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.XDP,
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS

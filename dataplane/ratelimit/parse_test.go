@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -16,7 +17,7 @@ import (
 // an existing connection passes uncounted, even while the limit refuses
 // every SYN.
 func TestNotNewConnectionsPass(t *testing.T) {
-	all := Match{Proto: TCP}
+	all := Match{Proto: l4.TCP}
 	l := newLimiter(t, Rule{Match: all, Rate: 1, Window: time.Minute})
 	exhausted(t, l, all)
 	for _, c := range []struct {
@@ -61,7 +62,7 @@ func TestUDPCounting(t *testing.T) {
 	udp := pkttest.UDP(pkttest.Flow{Src: client4, Dst: dns, Payload: []byte("query")})
 
 	t.Run("off without a udp rule", func(t *testing.T) {
-		l := newLimiter(t, Rule{Match: Match{Proto: TCP}, Rate: 1, Window: time.Minute})
+		l := newLimiter(t, Rule{Match: Match{Proto: l4.TCP}, Rate: 1, Window: time.Minute})
 		for range 100 {
 			before := counters(t, l)
 			run(t, l, udp, pkttest.XDPPass)
@@ -70,7 +71,7 @@ func TestUDPCounting(t *testing.T) {
 		}
 	})
 	t.Run("per source packets per second", func(t *testing.T) {
-		m := Match{Port: 53, Proto: UDP}
+		m := Match{Port: 53, Proto: l4.UDP}
 		l := newLimiter(t, Rule{Match: m, SourceRate: 1, Window: time.Minute})
 		admitted := 0
 		for range 70 {
@@ -143,8 +144,8 @@ func TestMalformedPass(t *testing.T) {
 		{"gue control message", pkttest.UDP(pkttest.Flow{Src: netip.MustParseAddrPort("10.0.0.2:49200"),
 			Dst: netip.MustParseAddrPort("10.1.0.5:6080"), Payload: []byte{0x20, 0, 0, 0}}), "pass_not_tcp_udp"},
 	}
-	l := newLimiter(t, Rule{Match: Match{Proto: TCP}, Rate: 1, Window: time.Minute},
-		Rule{Match: Match{Proto: UDP}, Rate: 1, Window: time.Minute})
+	l := newLimiter(t, Rule{Match: Match{Proto: l4.TCP}, Rate: 1, Window: time.Minute},
+		Rule{Match: Match{Proto: l4.UDP}, Rate: 1, Window: time.Minute})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := counters(t, l)

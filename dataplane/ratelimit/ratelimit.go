@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -287,7 +288,7 @@ func configOf(rules map[Match]installed) ratelimitRlConfig {
 		default:
 			c.Kinds |= uint32(ratelimitRlKindRL_KIND_ANY)
 		}
-		if m.Proto == UDP {
+		if m.Proto == l4.UDP {
 			c.Udp = 1
 		}
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -25,7 +27,7 @@ func exhausted(t testing.TB, l *Limiter, m Match) {
 // inside any of the LB's encapsulations, with options and payload. The
 // expected reply is built with gopacket from RFC 9293's rules.
 func TestRSTConstruction(t *testing.T) {
-	web := Match{Port: 80, Proto: TCP}
+	web := Match{Port: 80, Proto: l4.TCP}
 	vip80 := netip.AddrPortFrom(vip4, 80)
 	vip680 := netip.AddrPortFrom(vip6, 80)
 	lb4 := netip.MustParseAddrPort("10.0.0.2:49200")
@@ -148,7 +150,7 @@ func TestRSTConstruction(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			l := newLimiter(t, Rule{Match: web, Rate: 1, Window: time.Minute, Action: RST})
+			l := newLimiter(t, Rule{Match: web, Rate: 1, Window: time.Minute, Action: police.RST})
 			exhausted(t, l, web)
 			in := c.in(t)
 			before := counters(t, l)
@@ -170,7 +172,7 @@ func TestRSTConstruction(t *testing.T) {
 
 // Refused with the default action, a SYN is dropped and nothing is sent.
 func TestDropAction(t *testing.T) {
-	web := Match{Port: 80, Proto: TCP}
+	web := Match{Port: 80, Proto: l4.TCP}
 	l := newLimiter(t, Rule{Match: web, Rate: 1, Window: time.Minute})
 	exhausted(t, l, web)
 	before := counters(t, l)

@@ -4,62 +4,23 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/sluice-dp/sluice/dataplane/l4"
+	"github.com/sluice-dp/sluice/dataplane/police"
 )
-
-// Proto is the transport protocol a rule matches.
-type Proto uint8
-
-// Protocols. A TCP rule counts SYNs without ACK; a UDP rule counts every UDP
-// packet (packets per second), which is why UDP is only counted where a UDP
-// rule asks for it.
-const (
-	TCP Proto = 6
-	UDP Proto = 17
-)
-
-// String returns the protocol's name.
-func (p Proto) String() string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
-
-// Action is what happens to a refused connection.
-type Action uint8
-
-// Actions.
-const (
-	// Drop drops the refused SYN (or UDP packet): the client retransmits
-	// later, the cheapest answer to a flood.
-	Drop Action = iota
-	// RST answers the refused SYN with a TCP RST|ACK from the destination,
-	// so a legitimate client fails at once instead of retrying.
-	RST
-)
-
-// String returns the action's name.
-func (a Action) String() string {
-	switch a {
-	case Drop:
-		return "drop"
-	case RST:
-		return "rst"
-	}
-	return fmt.Sprintf("action(%d)", uint8(a))
-}
 
 // Match is the destination a rule applies to. The zero Addr is "any
 // address" and Port 0 is "any port"; a new connection takes the most
 // specific rule of its protocol: address and port, then address, then
 // port, then any.
 type Match struct {
-	Addr  netip.Addr
-	Port  uint16
-	Proto Proto
+	Addr netip.Addr
+	Port uint16
+	// Proto is l4.TCP (the default) or l4.UDP. A TCP rule counts SYNs
+	// without ACK; a UDP rule counts every UDP packet (packets per
+	// second), which is why UDP is only counted where a UDP rule asks
+	// for it.
+	Proto l4.Proto
 }
 
 // String formats the match as "tcp 192.0.2.1:80", "udp *:53", "tcp [2001:db8::1]:*".
@@ -111,14 +72,14 @@ type Rule struct {
 	// SourceRate × Window) must be a whole number of connections, at most
 	// MaxBudget. Default 1 s, between MinWindow and MaxWindow.
 	Window time.Duration
-	// Action is what happens to refused connections. Default Drop; RST is
+	// Action is what happens to refused connections. Default police.Drop; police.RST is
 	// for TCP rules only.
-	Action Action
+	Action police.Action
 }
 
 func (r Rule) withDefaults() Rule {
 	if r.Proto == 0 {
-		r.Proto = TCP
+		r.Proto = l4.TCP
 	}
 	if r.Window == 0 {
 		r.Window = DefaultWindow
@@ -141,7 +102,7 @@ func (r Rule) Validate() error {
 
 func (r Rule) validate() error {
 	switch {
-	case r.Proto != TCP && r.Proto != UDP:
+	case r.Proto != l4.TCP && r.Proto != l4.UDP:
 		return fmt.Errorf("proto %v: %w: tcp or udp", r.Proto, ErrInvalid)
 	case r.Addr.IsValid() && (r.Addr.Zone() != "" || r.Addr.Is4In6()):
 		return fmt.Errorf("addr %v: %w: an IPv4 or IPv6 address without zone, not IPv4-mapped", r.Addr, ErrInvalid)
@@ -155,9 +116,9 @@ func (r Rule) validate() error {
 		return fmt.Errorf("source_prefix_v4 %d: %w: between 1 and 32", r.SourcePrefixV4, ErrInvalid)
 	case r.SourcePrefixV6 < 1 || r.SourcePrefixV6 > 128:
 		return fmt.Errorf("source_prefix_v6 %d: %w: between 1 and 128", r.SourcePrefixV6, ErrInvalid)
-	case r.Action != Drop && r.Action != RST:
+	case r.Action != police.Drop && r.Action != police.RST:
 		return fmt.Errorf("action %v: %w: drop or rst", r.Action, ErrInvalid)
-	case r.Action == RST && r.Proto != TCP:
+	case r.Action == police.RST && r.Proto != l4.TCP:
 		return fmt.Errorf("action rst: %w: only tcp rules can answer with a reset", ErrInvalid)
 	}
 	if _, err := budget(r.Rate, r.Window); err != nil {

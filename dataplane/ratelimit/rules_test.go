@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -17,7 +19,7 @@ import (
 // A bad rule set is rejected with an error naming what is wrong, and the
 // rule set running before keeps running.
 func TestRuleValidation(t *testing.T) {
-	web := Match{Addr: vip4, Port: 80, Proto: TCP}
+	web := Match{Addr: vip4, Port: 80, Proto: l4.TCP}
 	good := Rule{Match: web, Rate: 1, Window: time.Minute}
 	cases := []struct {
 		name  string
@@ -26,7 +28,7 @@ func TestRuleValidation(t *testing.T) {
 	}{
 		{"no limit", []Rule{{Match: web}}, "rate or source_rate must be set"},
 		{"unknown protocol", []Rule{{Match: Match{Proto: 1}, Rate: 1}}, "proto"},
-		{"rst for udp", []Rule{{Match: Match{Proto: UDP}, Rate: 1, Action: RST}}, "only tcp"},
+		{"rst for udp", []Rule{{Match: Match{Proto: l4.UDP}, Rate: 1, Action: police.RST}}, "only tcp"},
 		{"unknown action", []Rule{{Match: web, Rate: 1, Action: 9}}, "action"},
 		{"window too short", []Rule{{Match: web, Rate: 1000, Window: time.Millisecond}}, "window"},
 		{"window too long", []Rule{{Match: web, Rate: 1, Window: time.Hour}}, "window"},
@@ -64,7 +66,7 @@ func TestRuleValidation(t *testing.T) {
 func manyRules(n int) []Rule {
 	rules := make([]Rule, n)
 	for i := range rules {
-		rules[i] = Rule{Match: Match{Port: uint16(1000 + i), Proto: TCP}, Rate: 1}
+		rules[i] = Rule{Match: Match{Port: uint16(1000 + i), Proto: l4.TCP}, Rate: 1}
 	}
 	return rules
 }
@@ -72,8 +74,8 @@ func manyRules(n int) []Rule {
 // Replacing the rule set keeps the state and counters of rules whose match,
 // window and source grouping did not change, and starts the others afresh.
 func TestRuleReplacement(t *testing.T) {
-	web := Match{Addr: vip4, Port: 80, Proto: TCP}
-	api := Match{Addr: vip4, Port: 443, Proto: TCP}
+	web := Match{Addr: vip4, Port: 80, Proto: l4.TCP}
+	api := Match{Addr: vip4, Port: 443, Proto: l4.TCP}
 	l := newLimiter(t, Rule{Match: web, Rate: 1, Window: time.Minute}, Rule{Match: api, Rate: 1, Window: time.Minute})
 	exhausted(t, l, web)
 	run(t, l, syn(client4, netip.AddrPortFrom(vip4, 80)), pkttest.XDPDrop)
@@ -81,7 +83,7 @@ func TestRuleReplacement(t *testing.T) {
 
 	// A new rate and action keep the state: the exhausted window is still
 	// exhausted, now answered with a reset.
-	if err := l.SetRules([]Rule{{Match: web, Rate: 1, Window: time.Minute, Action: RST}}); err != nil {
+	if err := l.SetRules([]Rule{{Match: web, Rate: 1, Window: time.Minute, Action: police.RST}}); err != nil {
 		t.Fatalf("set rules: %v", err)
 	}
 	if got := getAggregate(t, l, web); got != state {
@@ -118,7 +120,7 @@ func TestRuleReplacement(t *testing.T) {
 // A removed rule's per-source entries are never found by a rule that
 // later reuses its slot: a new rule instance has a new generation.
 func TestSourceStateNotInherited(t *testing.T) {
-	web := Match{Port: 80, Proto: TCP}
+	web := Match{Port: 80, Proto: l4.TCP}
 	l := newLimiter(t, Rule{Match: web, SourceRate: 1, Window: time.Minute})
 	dst := netip.AddrPortFrom(vip4, 80)
 	if got := sendSYNs(t, l, client4, dst, 61); got != 60 {
@@ -200,7 +202,7 @@ func TestRuleValidate(t *testing.T) {
 		{"no rate", Rule{}, false},
 		{"window too short", Rule{Rate: 100, Window: time.Millisecond}, false},
 		{"fractional budget", Rule{Rate: 3, Window: 100 * time.Millisecond}, false},
-		{"rst on udp", Rule{Match: Match{Proto: UDP}, Rate: 1, Action: RST}, false},
+		{"rst on udp", Rule{Match: Match{Proto: l4.UDP}, Rate: 1, Action: police.RST}, false},
 	} {
 		err := c.rule.Validate()
 		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalid)) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -31,7 +32,7 @@ func sendSYNs(t *testing.T, l *Limiter, src, dst netip.AddrPort, n int) int {
 }
 
 func TestAggregateScope(t *testing.T) {
-	web := Match{Addr: vip4, Port: 80, Proto: TCP}
+	web := Match{Addr: vip4, Port: 80, Proto: l4.TCP}
 	l := newLimiter(t, Rule{Match: web, Rate: 1, Window: time.Minute})
 	dst := netip.AddrPortFrom(vip4, 80)
 	other := netip.MustParseAddrPort("203.0.113.9:5000")
@@ -53,7 +54,7 @@ func TestAggregateScope(t *testing.T) {
 }
 
 func TestSourceScope(t *testing.T) {
-	web := Match{Addr: vip4, Port: 80, Proto: TCP}
+	web := Match{Addr: vip4, Port: 80, Proto: l4.TCP}
 	l := newLimiter(t, Rule{Match: web, SourceRate: 1, Window: time.Minute})
 	dst := netip.AddrPortFrom(vip4, 80)
 	other := netip.MustParseAddrPort("203.0.113.9:5000")
@@ -78,7 +79,7 @@ func TestSourceScope(t *testing.T) {
 // Both scopes: a SYN must pass both. A SYN the aggregate refuses after its
 // source admitted it is taken back from the source's count.
 func TestBothScopes(t *testing.T) {
-	web := Match{Addr: vip4, Port: 80, Proto: TCP}
+	web := Match{Addr: vip4, Port: 80, Proto: l4.TCP}
 	l := newLimiter(t, Rule{Match: web, Rate: 3, SourceRate: 2, Window: time.Minute})
 	dst := netip.AddrPortFrom(vip4, 80)
 	other := netip.MustParseAddrPort("203.0.113.9:5000")
@@ -130,7 +131,7 @@ func TestSourcePrefixes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := Match{Port: 80, Proto: TCP}
+			m := Match{Port: 80, Proto: l4.TCP}
 			r := c.rule
 			r.Match, r.SourceRate, r.Window = m, 1, time.Minute
 			l := newLimiter(t, r)
@@ -155,12 +156,12 @@ func TestSourcePrefixes(t *testing.T) {
 // The most specific rule of the destination applies: address and port,
 // address, port, any; each protocol has its own rules.
 func TestRuleMatching(t *testing.T) {
-	addrPort := Match{Addr: vip4, Port: 80, Proto: TCP}
-	addr := Match{Addr: vip4, Proto: TCP}
-	port := Match{Port: 80, Proto: TCP}
-	anyTCP := Match{Proto: TCP}
-	udpAddrPort := Match{Addr: vip4, Port: 53, Proto: UDP}
-	addr6 := Match{Addr: vip6, Port: 443, Proto: TCP}
+	addrPort := Match{Addr: vip4, Port: 80, Proto: l4.TCP}
+	addr := Match{Addr: vip4, Proto: l4.TCP}
+	port := Match{Port: 80, Proto: l4.TCP}
+	anyTCP := Match{Proto: l4.TCP}
+	udpAddrPort := Match{Addr: vip4, Port: 53, Proto: l4.UDP}
+	addr6 := Match{Addr: vip6, Port: 443, Proto: l4.TCP}
 	var rules []Rule
 	for _, m := range []Match{addrPort, addr, port, anyTCP, udpAddrPort, addr6} {
 		rules = append(rules, Rule{Match: m, Rate: 1000})

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 )
 
@@ -51,7 +52,7 @@ func TestWindowEdges(t *testing.T) {
 	if now := clock(t); now < w {
 		time.Sleep(time.Duration(w-now) + 10*time.Millisecond)
 	}
-	web := Match{Port: 80, Proto: TCP}
+	web := Match{Port: 80, Proto: l4.TCP}
 	src := netip.PrefixFrom(client4.Addr(), 32)
 	cases := []struct {
 		name      string

@@ -19,6 +19,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/attach"
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/internal/testenv"
 	"github.com/sluice-dp/sluice/sim/topo"
@@ -79,23 +81,23 @@ func (c decapCase) url() string {
 }
 
 var decapCases = []decapCase{
-	{name: "gue ipv4 in ipv4 tcp", vip: vip("192.0.2.10:80", lb.TCP), encap: lb.GUE, backend: backendV4.Addr(),
+	{name: "gue ipv4 in ipv4 tcp", vip: vip("192.0.2.10:80", l4.TCP), encap: lb.GUE, backend: backendV4.Addr(),
 		needs: []string{featFOU4, featIPIP}, dev: tun4},
-	{name: "gue ipv4 in ipv4 udp", vip: vip("192.0.2.10:53", lb.UDP), encap: lb.GUE, backend: backendV4.Addr(),
+	{name: "gue ipv4 in ipv4 udp", vip: vip("192.0.2.10:53", l4.UDP), encap: lb.GUE, backend: backendV4.Addr(),
 		needs: []string{featFOU4, featIPIP}, dev: tun4},
-	{name: "gue ipv4 in ipv4 udp without checksum", vip: vip("192.0.2.10:54", lb.UDP), encap: lb.GUE, backend: backendV4.Addr(),
+	{name: "gue ipv4 in ipv4 udp without checksum", vip: vip("192.0.2.10:54", l4.UDP), encap: lb.GUE, backend: backendV4.Addr(),
 		needs: []string{featFOU4, featIPIP}, dev: tun4, noUDPChecksum: true},
-	{name: "ipip tcp", vip: vip("192.0.2.11:80", lb.TCP), encap: lb.IPIP, backend: backendV4.Addr(),
+	{name: "ipip tcp", vip: vip("192.0.2.11:80", l4.TCP), encap: lb.IPIP, backend: backendV4.Addr(),
 		needs: []string{featIPIP}, dev: tun4},
-	{name: "gue ipv6 in ipv6 tcp", vip: vip("[2001:db8:40::10]:80", lb.TCP), encap: lb.GUE, backend: backendV6.Addr(),
+	{name: "gue ipv6 in ipv6 tcp", vip: vip("[2001:db8:40::10]:80", l4.TCP), encap: lb.GUE, backend: backendV6.Addr(),
 		needs: []string{featFOU6, featIP6TNL}, dev: tun6},
-	{name: "gue ipv6 in ipv6 udp", vip: vip("[2001:db8:40::10]:53", lb.UDP), encap: lb.GUE, backend: backendV6.Addr(),
+	{name: "gue ipv6 in ipv6 udp", vip: vip("[2001:db8:40::10]:53", l4.UDP), encap: lb.GUE, backend: backendV6.Addr(),
 		needs: []string{featFOU6, featIP6TNL}, dev: tun6},
-	{name: "ip6ip6 tcp", vip: vip("[2001:db8:40::11]:80", lb.TCP), encap: lb.IPIP, backend: backendV6.Addr(),
+	{name: "ip6ip6 tcp", vip: vip("[2001:db8:40::11]:80", l4.TCP), encap: lb.IPIP, backend: backendV6.Addr(),
 		needs: []string{featIP6TNL}, dev: tun6},
-	{name: "gue ipv4 in ipv6 tcp", vip: vip("192.0.2.12:80", lb.TCP), encap: lb.GUE, backend: backendV6.Addr(),
+	{name: "gue ipv4 in ipv6 tcp", vip: vip("192.0.2.12:80", l4.TCP), encap: lb.GUE, backend: backendV6.Addr(),
 		needs: []string{featFOU6, featIP6TNL}, dev: tun6},
-	{name: "ipv4 in ipv6 tcp", vip: vip("192.0.2.13:80", lb.TCP), encap: lb.IPIP, backend: backendV6.Addr(),
+	{name: "ipv4 in ipv6 tcp", vip: vip("192.0.2.13:80", l4.TCP), encap: lb.IPIP, backend: backendV6.Addr(),
 		needs: []string{featIP6TNL}, dev: tun6},
 }
 
@@ -203,7 +205,7 @@ func TestKernelDecap(t *testing.T) {
 				testenv.SkipUnless(t, !missing, "kernel lacks "+f+": "+why)
 			}
 			before := snapshot(t, l, backend, c, false)
-			if c.vip.Proto == lb.TCP {
+			if c.vip.Proto == l4.TCP {
 				checkHTTP(t, client, c)
 			} else {
 				checkUDP(t, client, c)
@@ -338,10 +340,10 @@ func startLB(t *testing.T, n *topo.Node, toRouter *topo.Link) *lb.LB {
 	if err := routerEnd.Node.AttachXDPPass(routerEnd.Iface); err != nil {
 		t.Fatal(err)
 	}
-	var att *lb.Attachment
+	var att *attach.XDPAttachment
 	err = n.Do(func() error {
 		var err error
-		att, err = l.Attach(lbEnd.Iface, lb.Native)
+		att, err = l.Attach(lbEnd.Iface, attach.Native)
 		return err
 	})
 	if err != nil {
@@ -378,7 +380,7 @@ func serve(t *testing.T, n *topo.Node, c decapCase) {
 	addr := netip.AddrPortFrom(c.vip.Addr, c.vip.Port)
 	var stop func() error
 	var err error
-	if c.vip.Proto == lb.TCP {
+	if c.vip.Proto == l4.TCP {
 		stop, err = traffic.ServeHTTP(n, addr)
 	} else {
 		stop, err = traffic.ServeUDPEcho(n, addr)
@@ -541,7 +543,7 @@ func snapshot(t *testing.T, l *lb.LB, backend *topo.Node, c decapCase, after boo
 func checkCounters(t *testing.T, c decapCase, before, after counts) {
 	t.Helper()
 	requests := uint64(udpRequests)
-	if c.vip.Proto == lb.TCP {
+	if c.vip.Proto == l4.TCP {
 		requests = tcpRequests
 	}
 	vipPkts, encap := after.vip-before.vip, after.encap-before.encap
@@ -631,7 +633,7 @@ func readSNMP6(path, field string, v *uint64) error {
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
-func vip(addrPort string, proto lb.Proto) lb.VIP {
+func vip(addrPort string, proto l4.Proto) lb.VIP {
 	ap := netip.MustParseAddrPort(addrPort)
 	return lb.VIP{Addr: ap.Addr(), Port: ap.Port(), Proto: proto}
 }

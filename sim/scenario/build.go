@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/sluice-dp/sluice/dataplane/agent"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/sim/topo"
 	"github.com/sluice-dp/sluice/sim/traffic"
@@ -37,7 +38,7 @@ type world struct {
 type lbNode struct {
 	node string
 	lb   *lb.LB
-	att  *lb.Attachment
+	att  *attach.XDPAttachment
 }
 
 // close releases everything in reverse order of creation, then deletes
@@ -58,7 +59,7 @@ func (w *world) close() error {
 
 // build creates the scenario's nodes, links, routes, services, LB
 // programs and chains. On error the caller still closes w.
-func (w *world) build(mode lb.Mode) error {
+func (w *world) build(mode attach.Mode) error {
 	sc := w.sc
 	for _, n := range sc.Nodes {
 		node, err := w.topo.AddNode(n.Name)
@@ -170,7 +171,7 @@ func (w *world) setupRole(n Node) error {
 type agentNode struct {
 	spec  AgentSpec
 	agent *agent.Agent
-	att   *agent.Attachment
+	att   *attach.TCAttachment
 }
 
 func (n *agentNode) close() error {
@@ -209,7 +210,7 @@ func (w *world) startAgent(s AgentSpec) error {
 	}
 	vm := peer.Node
 	for _, v := range s.VIPs {
-		av := agent.VIP{Addr: v.VIP.Addr, Port: v.VIP.Port, Proto: agent.Proto(v.VIP.Proto)}
+		av := agent.VIP{Addr: v.VIP.Addr, Port: v.VIP.Port, Proto: v.VIP.Proto}
 		if err := a.AddVIP(av, v.Mode, v.App); err != nil {
 			return fmt.Errorf("agent on %s: vip %v: %w", s.Attach, v.VIP, err)
 		}
@@ -313,7 +314,7 @@ func (w *world) startService(s Service) error {
 
 // startLB loads the program once per LB node, configures it identically
 // everywhere and attaches it.
-func (w *world) startLB(mode lb.Mode) error {
+func (w *world) startLB(mode attach.Mode) error {
 	s := w.sc.LB
 	for _, v := range s.VIPs {
 		w.backends[v.VIP] = append([]lb.Backend(nil), v.Backends...)
@@ -347,7 +348,7 @@ func (w *world) startLB(mode lb.Mode) error {
 			// startChain.
 			continue
 		}
-		if mode == lb.Native {
+		if mode == attach.Native {
 			// Native XDP_TX into a veth is delivered only if the
 			// receiving end runs an XDP program too; generic mode
 			// transmits ordinary socket buffers.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/chain"
 	"github.com/sluice-dp/sluice/dataplane/connlimit"
-	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/dataplane/ratelimit"
 	"github.com/sluice-dp/sluice/sim/traffic"
 )
@@ -81,7 +81,7 @@ func (w *world) chainPrograms(i Iface) map[string]bool {
 // startChain loads a chain's root and programs, configures the programs
 // as the scenario says, sets the initial list and attaches the root in
 // the run's mode.
-func (w *world) startChain(s ChainSpec, mode lb.Mode) error {
+func (w *world) startChain(s ChainSpec, mode attach.Mode) error {
 	c, err := chain.Load(chain.XDP, chain.Options{})
 	if err != nil {
 		return fmt.Errorf("load chain for %s: %w", s.Attach, err)
@@ -136,7 +136,7 @@ func (w *world) startChain(s ChainSpec, mode lb.Mode) error {
 	if err := n.set(s.Programs); err != nil {
 		return err
 	}
-	if mode == lb.Native {
+	if mode == attach.Native {
 		// As for the LB: a frame the chain sends back with XDP_TX (a
 		// RST, an encapsulated packet) reaches the other end of a veth
 		// only if an XDP program runs there.

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-dp/sluice/dataplane/l4"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 )
 
@@ -365,18 +366,11 @@ func (d *decoder) vip(n *yaml.Node, path string) (lb.VIP, bool) {
 	if !ok {
 		return lb.VIP{}, false
 	}
-	ap, proto, found := strings.Cut(s, "/")
+	ap, name, found := strings.Cut(s, "/")
 	a, err := netip.ParseAddrPort(ap)
-	v := lb.VIP{Addr: a.Addr(), Port: a.Port()}
-	switch proto {
-	case "tcp":
-		v.Proto = lb.TCP
-	case "udp":
-		v.Proto = lb.UDP
-	default:
-		found = false
-	}
-	if !found || err != nil || a.Addr().Zone() != "" || a.Addr().Is4In6() {
+	proto, perr := l4.ParseProto(name)
+	v := lb.VIP{Addr: a.Addr(), Port: a.Port(), Proto: proto}
+	if !found || err != nil || perr != nil || a.Addr().Zone() != "" || a.Addr().Is4In6() {
 		d.fail(n, path, "%q: want address:port/proto with proto tcp or udp (192.0.2.10:80/tcp, [2001:db8::10]:0/udp)", s)
 		return lb.VIP{}, false
 	}

@@ -11,6 +11,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sluice-dp/sluice/dataplane/connlimit"
+	"github.com/sluice-dp/sluice/dataplane/l4"
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/dataplane/ratelimit"
 	"github.com/sluice-dp/sluice/sim/traffic"
 )
@@ -61,7 +63,7 @@ func (d *decoder) rateLimit(n *yaml.Node, path string, s *RateLimitSpec) {
 // rateRule decodes one rule and checks it as ratelimit.SetRules would, so
 // that the error has a line.
 func (d *decoder) rateRule(n *yaml.Node, path string) (ratelimit.Rule, bool) {
-	r := ratelimit.Rule{Match: ratelimit.Match{Proto: ratelimit.TCP}, Window: ratelimit.DefaultWindow,
+	r := ratelimit.Rule{Match: ratelimit.Match{Proto: l4.TCP}, Window: ratelimit.DefaultWindow,
 		SourcePrefixV4: ratelimit.DefaultSourcePrefixV4, SourcePrefixV6: ratelimit.DefaultSourcePrefixV6}
 	before := len(d.errs)
 	rate := func(dst *uint32) func(n *yaml.Node, p string) {
@@ -73,7 +75,7 @@ func (d *decoder) rateRule(n *yaml.Node, path string) (ratelimit.Rule, bool) {
 	ok := d.mapping(n, path, map[string]field{
 		"dst": {true, func(n *yaml.Node, p string) { d.rateMatch(n, p, &r.Match) }},
 		"proto": {false, func(n *yaml.Node, p string) {
-			choice(d, n, p, []string{"tcp", "udp"}, []ratelimit.Proto{ratelimit.TCP, ratelimit.UDP}, &r.Proto)
+			choice(d, n, p, []string{"tcp", "udp"}, []l4.Proto{l4.TCP, l4.UDP}, &r.Proto)
 		}},
 		"rate":             {false, rate(&r.Rate)},
 		"source_rate":      {false, rate(&r.SourceRate)},
@@ -81,7 +83,7 @@ func (d *decoder) rateRule(n *yaml.Node, path string) (ratelimit.Rule, bool) {
 		"source_prefix_v6": {false, func(n *yaml.Node, p string) { d.intIn(n, p, 1, 128, &r.SourcePrefixV6) }},
 		"window":           {false, func(n *yaml.Node, p string) { d.duration(n, p, &r.Window) }},
 		"action": {false, func(n *yaml.Node, p string) {
-			choice(d, n, p, []string{"drop", "rst"}, []ratelimit.Action{ratelimit.Drop, ratelimit.RST}, &r.Action)
+			choice(d, n, p, []string{"drop", "rst"}, []police.Action{police.Drop, police.RST}, &r.Action)
 		}},
 	})
 	if !ok || len(d.errs) > before {
@@ -137,7 +139,7 @@ func (d *decoder) connLimit(n *yaml.Node, path string, s *ConnLimitSpec) {
 		"ports": {true, func(n *yaml.Node, p string) {
 			d.seq(n, p, func(n *yaml.Node, p string) {
 				var port uint16
-				l := connlimit.Limit{Action: connlimit.Drop}
+				l := connlimit.Limit{Action: police.Drop}
 				d.mapping(n, p, map[string]field{
 					"port": {true, func(n *yaml.Node, p string) {
 						if v, ok := d.uint(n, p, math.MaxUint16); ok {
@@ -156,7 +158,7 @@ func (d *decoder) connLimit(n *yaml.Node, path string, s *ConnLimitSpec) {
 						}
 					}},
 					"action": {false, func(n *yaml.Node, p string) {
-						choice(d, n, p, []string{"drop", "rst"}, []connlimit.Action{connlimit.Drop, connlimit.RST}, &l.Action)
+						choice(d, n, p, []string{"drop", "rst"}, []police.Action{police.Drop, police.RST}, &l.Action)
 					}},
 				})
 				if port == 0 {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/internal/testenv"
 	"github.com/sluice-dp/sluice/sim/traffic"
 )
@@ -77,7 +77,7 @@ steps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := runChecked(t, sc, lb.Generic)
+	res := runChecked(t, sc, attach.Generic)
 	if res == nil || len(res.Steps) != 1 || len(res.Steps[0].Assertions) != 3 {
 		t.Fatalf("result %+v, want one step with three assertions", res)
 	}
@@ -111,7 +111,7 @@ steps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []lb.Mode{lb.Native, lb.Generic} {
+	for _, mode := range []attach.Mode{attach.Native, attach.Generic} {
 		t.Run(mode.String(), func(t *testing.T) {
 			var held *bpfObjects
 			testHooks.loaded = func(o bpfObjects) { held = &o }
@@ -130,7 +130,7 @@ steps:
 			// The chain's root, ratelimit, connlimit's XDP program and
 			// the LB; in native mode also the XDP_PASS program on the
 			// router's end of the link.
-			wantProgs := map[lb.Mode]int{lb.Native: 5, lb.Generic: 4}[mode]
+			wantProgs := map[attach.Mode]int{attach.Native: 5, attach.Generic: 4}[mode]
 			if len(held.Progs) != wantProgs || len(held.Maps) < 10 {
 				t.Errorf("held %d programs and %d maps before teardown, want %d programs and at least 10 maps", len(held.Progs), len(held.Maps), wantProgs)
 			}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/lb"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/sim/topo"
@@ -26,7 +27,7 @@ import (
 // Options configure a run.
 type Options struct {
 	// Mode is how the LB program is attached.
-	Mode lb.Mode
+	Mode attach.Mode
 	// PcapDir, if set, receives a pcap per capture point and step, for
 	// every run. Without it pcaps are written only for failed steps, to
 	// a directory under os.TempDir() named in the report.
@@ -51,7 +52,7 @@ const defaultSettle = 2 * time.Second
 // after teardown and returned as an error wrapping ErrPanic, with the
 // panic's value and stack. A panic in another goroutine is not caught.
 func Run(ctx context.Context, sc *Scenario, opts Options) (res *Result, err error) {
-	if opts.Mode != lb.Native && opts.Mode != lb.Generic {
+	if opts.Mode != attach.Native && opts.Mode != attach.Generic {
 		return nil, fmt.Errorf("run %s: %w: unknown xdp mode %v", sc.Name, ErrInvalid, opts.Mode)
 	}
 	progress := opts.Progress
@@ -543,7 +544,7 @@ func backendList(bs []lb.Backend) string {
 }
 
 // writePcaps writes one pcap per capture point of a step.
-func writePcaps(dir, scenario string, mode lb.Mode, st Step, data *stepData) ([]string, error) {
+func writePcaps(dir, scenario string, mode attach.Mode, st Step, data *stepData) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pcap directory: %w", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/internal/testenv"
 	"github.com/sluice-dp/sluice/sim/topo"
 )
@@ -29,7 +29,7 @@ func TestScenarios(t *testing.T) {
 		}
 		t.Run(sc.Name, func(t *testing.T) {
 			var runs []*Result
-			for _, mode := range []lb.Mode{lb.Native, lb.Generic} {
+			for _, mode := range []attach.Mode{attach.Native, attach.Generic} {
 				res := runChecked(t, sc, mode)
 				if res == nil {
 					continue
@@ -55,7 +55,7 @@ func TestScenarios(t *testing.T) {
 
 // runChecked runs a scenario and checks that nothing of its topology is
 // left afterwards.
-func runChecked(t *testing.T, sc *Scenario, mode lb.Mode) *Result {
+func runChecked(t *testing.T, sc *Scenario, mode attach.Mode) *Result {
 	t.Helper()
 	res, err := Run(context.Background(), sc, Options{Mode: mode})
 	if err != nil {
@@ -89,7 +89,7 @@ func TestFailedRunCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := runChecked(t, sc, lb.Generic)
+	res := runChecked(t, sc, attach.Generic)
 	if res == nil || res.Passed() {
 		t.Fatalf("a scenario expecting tx 2 for one packet passed: %+v", res)
 	}
@@ -111,7 +111,7 @@ func TestFailedRunCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err = Run(context.Background(), sc, Options{Mode: lb.Native})
+	res, err = Run(context.Background(), sc, Options{Mode: attach.Native})
 	if err == nil || !strings.Contains(err.Error(), "no_such_setting") {
 		t.Errorf("Run of a scenario that cannot be built: %v, want the sysctl named", err)
 	}
@@ -126,7 +126,7 @@ func TestCancelledRunCleansUp(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	res, err := Run(ctx, sc, Options{Mode: lb.Native})
+	res, err := Run(ctx, sc, Options{Mode: attach.Native})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Run with a cancelled context: %v, want context.Canceled", err)
 	}
@@ -172,7 +172,7 @@ func TestUDPDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := runChecked(t, sc, lb.Generic)
+	res := runChecked(t, sc, attach.Generic)
 	if res == nil || len(res.Steps) != 2 {
 		t.Fatalf("result %+v, want two steps", res)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/sluice-dp/sluice/dataplane/connlimit"
+	"github.com/sluice-dp/sluice/dataplane/l4"
+	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/dataplane/ratelimit"
 )
 
@@ -44,15 +46,15 @@ func TestParsePolice(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []ratelimit.Rule{
-		{Match: ratelimit.Match{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: ratelimit.TCP}, Rate: 100,
-			SourcePrefixV4: 32, SourcePrefixV6: 64, Window: time.Second, Action: ratelimit.RST},
-		{Match: ratelimit.Match{Port: 53, Proto: ratelimit.UDP}, SourceRate: 20,
-			SourcePrefixV4: 24, SourcePrefixV6: 64, Window: 500 * time.Millisecond, Action: ratelimit.Drop},
+		{Match: ratelimit.Match{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: l4.TCP}, Rate: 100,
+			SourcePrefixV4: 32, SourcePrefixV6: 64, Window: time.Second, Action: police.RST},
+		{Match: ratelimit.Match{Port: 53, Proto: l4.UDP}, SourceRate: 20,
+			SourcePrefixV4: 24, SourcePrefixV6: 64, Window: 500 * time.Millisecond, Action: police.Drop},
 	}
 	if sc.RateLimit == nil || len(sc.RateLimit.Rules) != 2 || sc.RateLimit.Rules[0] != want[0] || sc.RateLimit.Rules[1] != want[1] {
 		t.Errorf("rules %+v, want %+v", sc.RateLimit, want)
 	}
-	if sc.ConnLimit == nil || len(sc.ConnLimit.Ports) != 1 || sc.ConnLimit.Ports[80] != (connlimit.Limit{Max: 3, Action: connlimit.Drop}) {
+	if sc.ConnLimit == nil || len(sc.ConnLimit.Ports) != 1 || sc.ConnLimit.Ports[80] != (connlimit.Limit{Max: 3, Action: police.Drop}) {
 		t.Errorf("connlimit %+v, want port 80 max 3 drop", sc.ConnLimit)
 	}
 	if len(sc.Chains) != 1 || sc.Chains[0].Attach != (Iface{"lb1", "router"}) || strings.Join(sc.Chains[0].Programs, " ") != "ratelimit lb" {

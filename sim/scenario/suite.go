@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 )
 
 // LoadAll loads every file and reports all their problems together, so
@@ -29,7 +29,7 @@ func LoadAll(paths []string) ([]*Scenario, error) {
 // progress and each run's report to out, and returns the results in run
 // order. It stops early only when ctx is cancelled; a run that fails to
 // set up is reported and the next one starts.
-func RunAll(ctx context.Context, scs []*Scenario, modes []lb.Mode, opts Options, out io.Writer) ([]*Result, error) {
+func RunAll(ctx context.Context, scs []*Scenario, modes []attach.Mode, opts Options, out io.Writer) ([]*Result, error) {
 	var results []*Result
 	total := len(scs) * len(modes)
 	for i, sc := range scs {

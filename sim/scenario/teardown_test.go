@@ -12,7 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/sluice-dp/sluice/dataplane/lb"
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
 
@@ -65,7 +65,7 @@ func TestTeardownReleasesEverything(t *testing.T) {
 			return ""
 		}},
 	}
-	for _, mode := range []lb.Mode{lb.Native, lb.Generic} {
+	for _, mode := range []attach.Mode{attach.Native, attach.Generic} {
 		for _, tc := range cases {
 			t.Run(mode.String()+"/"+tc.name, func(t *testing.T) {
 				sc, err := Parse(tc.name+".yaml", []byte(tc.yaml))
@@ -92,7 +92,7 @@ func TestTeardownReleasesEverything(t *testing.T) {
 				// One LB program, and in native mode the XDP_PASS
 				// program on the router's end of the LB link; the LB's
 				// maps, connection tables of every CPU among them.
-				wantProgs := map[lb.Mode]int{lb.Native: 2, lb.Generic: 1}[mode]
+				wantProgs := map[attach.Mode]int{attach.Native: 2, attach.Generic: 1}[mode]
 				if len(held.Progs) != wantProgs || len(held.Maps) < 5 {
 					t.Errorf("held %d programs and %d maps before teardown, want %d programs and at least 5 maps", len(held.Progs), len(held.Maps), wantProgs)
 				}

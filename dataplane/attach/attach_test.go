@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-dp/sluice/dataplane/internal/attach/attachtest"
+	"github.com/sluice-dp/sluice/dataplane/internal/attachtest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
 
