@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/sluice-dp/sluice/dataplane/connlimit"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -106,11 +107,28 @@ func TestPoliceCasesTakeTheirPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer res.Close()
-	want := []Verdict{Pass, Drop, TX, Pass, Pass, Pass}
+	want := []Verdict{Pass, Drop, TX, Pass, Pass, Pass, Pass}
 	if len(cases) != len(want) {
 		t.Fatalf("%d cases, want %d", len(cases), len(want))
 	}
+	var cl *connlimit.Limiter
+	for _, c := range res.(*resources).closers {
+		if l, ok := c.(*connlimit.Limiter); ok {
+			cl = l
+		}
+	}
+	if cl == nil {
+		t.Fatal("no connection limiter among the cases' resources")
+	}
+	established := func() uint64 {
+		c, err := cl.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c["ack_established"]
+	}
 	for i, c := range cases {
+		before := established()
 		if _, err := c.Program.Run(&ebpf.RunOptions{Data: c.Frame, Repeat: c.Warmup}); err != nil {
 			t.Fatalf("%s: warm-up: %v", c.Name, err)
 		}
@@ -130,6 +148,15 @@ func TestPoliceCasesTakeTheirPath(t *testing.T) {
 					t.Errorf("%s: run %d transmitted %v, want a RST to port 40000", c.Name, run, out)
 				}
 			}
+		}
+		// Only the cached case hits the connection limiter's cache of
+		// established flows, on every run (warm-up and two).
+		wantHits := uint64(0)
+		if c.Name == "connlimit ack (established, cached)" {
+			wantHits = uint64(c.Warmup) + 2
+		}
+		if got := established() - before; got != wantHits {
+			t.Errorf("%s: %d hits in the cache of established flows, want %d", c.Name, got, wantHits)
 		}
 	}
 }
@@ -152,7 +179,7 @@ func TestXDPCasesHoldEveryCase(t *testing.T) {
 			t.Errorf("case %q appears %d times, want once", want, names[want])
 		}
 	}
-	if want := 6 + 2 + 6; len(cases) != want {
+	if want := 6 + 2 + 7; len(cases) != want {
 		t.Errorf("%d cases, want %d", len(cases), want)
 	}
 }

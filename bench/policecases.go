@@ -3,7 +3,9 @@ package bench
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/sluice-dp/sluice/dataplane/police"
 	"github.com/sluice-dp/sluice/dataplane/ratelimit"
 	"github.com/sluice-dp/sluice/internal/pkttest"
+	"github.com/sluice-dp/sluice/sim/topo"
 )
 
 // PoliceCases returns the cases of the policing programs' per-packet cost
@@ -27,8 +30,12 @@ import (
 //     veth's peer, and the SYN admitted once a second must be transmitted
 //     too. The case includes the chain root and one tail call (see
 //     ChainCases for their cost);
-//   - the connection limiter passing a SYN to a limited port below its limit
-//     and an ACK to it (which takes a socket lookup: the handshake check).
+//   - the connection limiter passing a SYN to a limited port below its limit,
+//     an ACK to it that belongs to no connection (which takes a socket
+//     lookup: the handshake check), and an ACK of a counted connection,
+//     which its cache of established flows lets through without one. That
+//     connection is real: the limiter counts a throwaway namespace where a
+//     client namespace holds one connection open until the Closer runs.
 //
 // Each is compared with the empty program of its verdict, through the
 // Restoring shim where the program rewrites the frame (the RST). The caller
@@ -87,13 +94,9 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 		return nil, nil, fmt.Errorf("bench rate limiter rules: %w", err)
 	}
 
-	cl, err := connlimit.Load(connlimit.Options{})
+	cl, counted, err := countedConnection(res, open.Dst.Port())
 	if err != nil {
-		return nil, nil, err
-	}
-	res.closers = append(res.closers, cl)
-	if err := cl.SetPort(open.Dst.Port(), 1000, police.Drop); err != nil {
-		return nil, nil, fmt.Errorf("bench connection limiter port: %w", err)
+		return nil, nil, fmt.Errorf("bench connection limiter: %w", err)
 	}
 
 	for _, c := range []struct {
@@ -108,6 +111,7 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 		{"ratelimit ack (not new)", rl.Program(), pkttest.TCP(open, pkttest.ACK), Pass},
 		{"connlimit syn below limit", cl.Program(), pkttest.TCP(open, pkttest.SYN), Pass},
 		{"connlimit ack (handshake check)", cl.Program(), pkttest.TCP(open, pkttest.ACK), Pass},
+		{"connlimit ack (established, cached)", cl.Program(), pkttest.TCP(counted, pkttest.ACK), Pass},
 	} {
 		prog, err := Restoring(c.prog, c.frame, ebpf.AttachXDP)
 		if err != nil {
@@ -130,4 +134,81 @@ func PoliceCases(mode Mode) (cases []Case, closer io.Closer, err error) {
 		cases = append(cases, Case{Name: c.name, Program: prog.Program, Baseline: base.Program, Frame: c.frame, Verdict: c.v, Mode: mode, Warmup: 16})
 	}
 	return cases, res, nil
+}
+
+// countedConnection loads a connection limiter that counts a throwaway
+// namespace, limits port and the port of a connection that a second
+// namespace opens to it, and returns the limiter and that connection's
+// flow once the limiter counts it. res closes the connection, the limiter
+// and the namespaces.
+func countedConnection(res *resources, port uint16) (*connlimit.Limiter, pkttest.Flow, error) {
+	server := netip.MustParseAddrPort("10.102.0.1:8080")
+	client := netip.MustParseAddrPort("10.102.0.2:40000")
+	t, err := topo.New()
+	if err != nil {
+		return nil, pkttest.Flow{}, err
+	}
+	res.closers = append(res.closers, t)
+	srv, err := t.AddNode("cl")
+	if err != nil {
+		return nil, pkttest.Flow{}, err
+	}
+	cli, err := t.AddNode("clclient")
+	if err != nil {
+		return nil, pkttest.Flow{}, err
+	}
+	if _, err := t.AddLink(
+		topo.LinkEnd{Node: srv, Addrs: []netip.Prefix{netip.PrefixFrom(server.Addr(), 24)}},
+		topo.LinkEnd{Node: cli, Addrs: []netip.Prefix{netip.PrefixFrom(client.Addr(), 24)}}); err != nil {
+		return nil, pkttest.Flow{}, err
+	}
+	var cl *connlimit.Limiter
+	err = srv.Do(func() error {
+		var err error
+		if cl, err = connlimit.Load(connlimit.Options{}); err != nil {
+			return err
+		}
+		res.closers = append(res.closers, cl)
+		if err := cl.SetPorts(map[uint16]connlimit.Limit{port: {Max: 1000}, server.Port(): {Max: 1000}}); err != nil {
+			return err
+		}
+		if err := cl.Start(); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp4", server.String())
+		if err != nil {
+			return err
+		}
+		res.closers = append(res.closers, ln)
+		return nil
+	})
+	if err != nil {
+		return nil, pkttest.Flow{}, err
+	}
+	err = cli.Do(func() error {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp4", server.String())
+		if err != nil {
+			return err
+		}
+		res.closers = append(res.closers, c)
+		return nil
+	})
+	if err != nil {
+		return nil, pkttest.Flow{}, fmt.Errorf("connect %v to %v: %w", client, server, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		counts, err := cl.Counts()
+		if err != nil {
+			return nil, pkttest.Flow{}, err
+		}
+		if counts[server.Port()] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, pkttest.Flow{}, fmt.Errorf("connection %v -> %v not counted after 5 s (count %d)", client, server, counts[server.Port()])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cl, pkttest.Flow{Src: client, Dst: server, DF: true, Payload: make([]byte, 6)}, nil
 }

@@ -19,10 +19,13 @@
  * handshakes already under way when the count reaches the limit complete,
  * so the program also judges each handshake's final ACK: below the limit it
  * reserves the connection's place in the count atomically (cl_pending), at
- * the limit it refuses the ACK (drop, or a RST). Only ACKs the kernel would accept reserve, so
- * spoofed packets cannot hold places; the tracepoint turns a reservation
- * into a counted socket, and the control plane releases the reservations
- * of handshakes that died (cl_release). */
+ * the limit it refuses the ACK (drop, or a RST). Only ACKs the kernel would
+ * accept reserve, so spoofed packets cannot hold places; the tracepoint
+ * turns a reservation into a counted socket, and the control plane
+ * releases the reservations of handshakes that died (cl_release). Telling a
+ * final ACK from the other segments with ACK takes a socket lookup; the
+ * segments of counted connections skip it through a cache of their flows
+ * (estab). */
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -126,6 +129,16 @@ struct cl_flow {
 	__u8 pad[3];
 };
 
+/* A counted connection in the cache of established flows (key: its
+ * cl_flow with lport 0): its local port. The tracepoint cannot read the
+ * local port at TCP_CLOSE (the socket has left its bind bucket, which
+ * zeroes it), so the port is the value, compared by the XDP program, and
+ * the key is what the socket still has when it closes. */
+struct cl_estab {
+	__be16 lport;
+	__u16 pad;
+};
+
 /* A reservation: the XDP program let a handshake's final ACK through and
  * counted the connection before the kernel created it. */
 struct cl_pending {
@@ -180,6 +193,9 @@ enum cl_stat {
 	/* Final ACKs let through without a reservation: the table of
 	 * reservations was full. */
 	CL_STAT_PENDING_FULL,
+	/* Segments with ACK of counted connections, let through on a hit in
+	 * the cache of established flows, without a socket lookup. */
+	CL_STAT_ACK_ESTABLISHED,
 	/* Connections counted by the tracepoint. */
 	CL_STAT_CONN_OPEN,
 	/* Counted connections that closed. */
@@ -193,6 +209,7 @@ struct cl_limit btf_anchor_cl_limit __attribute__((unused));
 struct cl_sock btf_anchor_cl_sock __attribute__((unused));
 struct cl_flow btf_anchor_cl_flow __attribute__((unused));
 struct cl_pending btf_anchor_cl_pending __attribute__((unused));
+struct cl_estab btf_anchor_cl_estab __attribute__((unused));
 enum cl_action btf_anchor_cl_action __attribute__((unused));
 enum cl_seed_result btf_anchor_cl_seed_result __attribute__((unused));
 enum cl_stat btf_anchor_cl_stat __attribute__((unused));
@@ -231,6 +248,21 @@ struct {
 	__type(key, __u64);
 	__type(value, struct cl_sock);
 } socks SEC(".maps");
+
+/* The flows of counted connections, so that the XDP program tells their
+ * segments from a handshake's final ACK with one lookup instead of a
+ * socket lookup. Only the tracepoint adds entries, for the connections it
+ * counts, and deletes them when they close; the control plane deletes a
+ * port's when it stops limiting it. An entry therefore never outlives its
+ * connection, so a hit never lets an unreserved final ACK through. A flow
+ * missing here (seeded connections, a full table) takes the socket lookup,
+ * which is exact too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DEFAULT_MAX_SOCKS);
+	__type(key, struct cl_flow);
+	__type(value, struct cl_estab);
+} estab SEC(".maps");
 
 /* Cookies of sockets that reached TCP_CLOSE while the control plane was
  * seeding: cl_seed checks them so that a socket that closes between the
@@ -309,8 +341,9 @@ static __always_inline int track(__u64 cookie, __u16 port, __s64 *cnt)
 }
 
 /* Remove a socket's record; whoever deletes it subtracts the one its
- * inserter added. Returns 1 when this call did. */
-static __always_inline int untrack(__u64 cookie)
+ * inserter added. Returns the socket's port when this call did, else 0
+ * (no limited port is 0). */
+static __always_inline __u16 untrack(__u64 cookie)
 {
 	struct cl_sock *rec = bpf_map_lookup_elem(&socks, &cookie);
 	__u16 port;
@@ -324,7 +357,7 @@ static __always_inline int untrack(__u64 cookie)
 	cnt = bpf_map_lookup_elem(&counts, &port);
 	if (cnt)
 		__sync_fetch_and_add(cnt, -1);
-	return 1;
+	return port;
 }
 
 static __always_inline int mapped4(const __u32 w[4])
@@ -355,6 +388,32 @@ static __always_inline void sk_flow(const struct sock *sk, unsigned short family
 		f->raddr[1] = f->raddr[2] = f->raddr[3] = 0;
 		f->laddr[1] = f->laddr[2] = f->laddr[3] = 0;
 	}
+}
+
+/* remember_estab puts a counted connection's flow (f, as sk_flow made it)
+ * into the cache of established flows. A full cache only costs the
+ * connection's segments a socket lookup each. */
+static __always_inline void remember_estab(struct cl_flow *f)
+{
+	struct cl_estab v = { .lport = f->lport };
+
+	f->lport = 0;
+	bpf_map_update_elem(&estab, f, &v, BPF_ANY);
+}
+
+/* forget_estab deletes a closing connection's flow from the cache unless
+ * the entry is another connection's: one from the same client address and
+ * port to another local port, which overwrote it. */
+static __always_inline void forget_estab(const struct sock *sk, unsigned short family, __u16 port)
+{
+	struct cl_estab *v;
+	struct cl_flow f;
+
+	sk_flow(sk, family, &f);
+	f.lport = 0;
+	v = bpf_map_lookup_elem(&estab, &f);
+	if (v && v->lport == bpf_htons(port))
+		bpf_map_delete_elem(&estab, &f);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -390,8 +449,11 @@ int BPF_PROG(cl_state, const struct sock *sk, int oldstate, int newstate)
 		 * in, one of them sees the other and the seed is undone. */
 		if (seeding)
 			bpf_map_update_elem(&tombs, &cookie, &one, BPF_ANY);
-		if (untrack(cookie))
+		port = untrack(cookie);
+		if (port) {
 			count(CL_STAT_CONN_CLOSE);
+			forget_estab(sk, family, port);
+		}
 		return 0;
 	}
 	port = BPF_CORE_READ(sk, __sk_common.skc_num);
@@ -410,6 +472,7 @@ int BPF_PROG(cl_state, const struct sock *sk, int oldstate, int newstate)
 
 		if (!err) {
 			count(CL_STAT_CONN_OPEN);
+			remember_estab(&f);
 			return 0;
 		}
 		__sync_fetch_and_add(cnt, -1);
@@ -420,6 +483,7 @@ int BPF_PROG(cl_state, const struct sock *sk, int oldstate, int newstate)
 	switch (track(cookie, port, cnt)) {
 	case 0:
 		count(CL_STAT_CONN_OPEN);
+		remember_estab(&f);
 		break;
 	case -E2BIG:
 		count(CL_STAT_TRACK_FULL);
@@ -546,6 +610,21 @@ static __always_inline int handshake_ack(struct xdp_md *ctx, const struct police
 	return ok;
 }
 
+/* estab_hit reports whether a segment belongs to a counted connection,
+ * from the cache of established flows. */
+static __always_inline int estab_hit(const struct police_pkt *p)
+{
+	struct cl_flow f = {};
+	struct cl_estab *v;
+
+	f.family = p->family;
+	__builtin_memcpy(f.raddr, p->saddr, 16);
+	__builtin_memcpy(f.laddr, p->daddr, 16);
+	f.rport = p->sport;
+	v = bpf_map_lookup_elem(&estab, &f);
+	return v && v->lport == p->dport;
+}
+
 /* admit_ack decides a handshake's final ACK to a limited port. Below the
  * limit it reserves the connection's place in the count, atomically, so
  * that ACKs racing on several CPUs or in one receive batch cannot all get
@@ -617,6 +696,10 @@ int cl_xdp(struct xdp_md *ctx)
 	if (!lim || !cnt)
 		goto pass;
 	if (flags == POLICE_TCP_ACK) {
+		if (estab_hit(&p)) {
+			count(CL_STAT_ACK_ESTABLISHED);
+			goto pass;
+		}
 		if (admit_ack(ctx, &p, port, lim, cnt))
 			goto pass;
 		if (lim->action != CL_ACTION_RST) {

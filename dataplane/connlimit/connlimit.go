@@ -72,7 +72,7 @@ type Options struct {
 	MaxPorts uint32
 	// MaxConns is the number of connections counted at once over all
 	// ports; a connection beyond it is not counted (counter track_full).
-	// Default 65536.
+	// It also sizes the cache of established flows. Default 65536.
 	MaxConns uint32
 	// MaxPending is the number of handshakes that can hold a reservation
 	// at once (their final ACK was let through, the kernel has not created
@@ -145,6 +145,7 @@ func Load(opts Options) (*Limiter, error) {
 	spec.Maps["limits"].MaxEntries = opts.MaxPorts
 	spec.Maps["counts"].MaxEntries = opts.MaxPorts
 	spec.Maps["socks"].MaxEntries = opts.MaxConns
+	spec.Maps["estab"].MaxEntries = opts.MaxConns
 	spec.Maps["pending"].MaxEntries = opts.MaxPending
 	l := &Limiter{
 		names:      names,
@@ -314,8 +315,10 @@ func (l *Limiter) apply(next map[uint16]Limit) error {
 }
 
 // removePort stops limiting p: the limit goes first, so that the
-// tracepoint and the XDP program stop counting, then the records and
-// reservations of the port's connections, and its count.
+// tracepoint and the XDP program stop counting, then the records, cached
+// flows and reservations of the port's connections, and its count. A
+// cached flow must not outlive its record: the tracepoint deletes it only
+// when it deletes the record, at the connection's close.
 func (l *Limiter) removePort(p uint16) error {
 	if err := l.objs.Limits.Delete(p); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete limit of port %d: %w", p, err)
@@ -342,9 +345,25 @@ func (l *Limiter) removePort(p uint16) error {
 	}
 	var (
 		f     connlimitClFlow
+		e     connlimitClEstab
 		v     connlimitClPending
 		flows []connlimitClFlow
 	)
+	eit := l.objs.Estab.Iterate()
+	for eit.Next(&f, &e) {
+		if bpfenc.Ntohs(e.Lport) == p {
+			flows = append(flows, f)
+		}
+	}
+	if err := eit.Err(); err != nil {
+		return fmt.Errorf("list established flows of port %d: %w", p, err)
+	}
+	for _, f := range flows {
+		if err := l.objs.Estab.Delete(&f); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("forget established flow of port %d: %w", p, err)
+		}
+	}
+	flows = flows[:0]
 	pit := l.objs.Pending.Iterate()
 	for pit.Next(&f, &v) {
 		if v.Port == p {

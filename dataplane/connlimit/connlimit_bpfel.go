@@ -26,6 +26,12 @@ const (
 	connlimitClActionCL_ACTION_RST  connlimitClAction = 1
 )
 
+type connlimitClEstab struct {
+	_     structs.HostLayout
+	Lport uint16
+	Pad   uint16
+}
+
 type connlimitClFlow struct {
 	_      structs.HostLayout
 	Raddr  [4]uint32
@@ -85,10 +91,11 @@ const (
 	connlimitClStatCL_STAT_DROP_LIMIT_ACK  connlimitClStat = 7
 	connlimitClStatCL_STAT_TX_RST_ACK      connlimitClStat = 8
 	connlimitClStatCL_STAT_PENDING_FULL    connlimitClStat = 9
-	connlimitClStatCL_STAT_CONN_OPEN       connlimitClStat = 10
-	connlimitClStatCL_STAT_CONN_CLOSE      connlimitClStat = 11
-	connlimitClStatCL_STAT_TRACK_FULL      connlimitClStat = 12
-	connlimitClStatCL_STAT_MAX             connlimitClStat = 13
+	connlimitClStatCL_STAT_ACK_ESTABLISHED connlimitClStat = 10
+	connlimitClStatCL_STAT_CONN_OPEN       connlimitClStat = 11
+	connlimitClStatCL_STAT_CONN_CLOSE      connlimitClStat = 12
+	connlimitClStatCL_STAT_TRACK_FULL      connlimitClStat = 13
+	connlimitClStatCL_STAT_MAX             connlimitClStat = 14
 )
 
 // Names of all BPF objects in the ELF.
@@ -98,6 +105,7 @@ const (
 	connlimitMapChainCursor           = "chain_cursor"
 	connlimitMapChainProgs            = "chain_progs"
 	connlimitMapCounts                = "counts"
+	connlimitMapEstab                 = "estab"
 	connlimitMapLimits                = "limits"
 	connlimitMapPending               = "pending"
 	connlimitMapSocks                 = "socks"
@@ -108,6 +116,7 @@ const (
 	connlimitProgClState              = "cl_state"
 	connlimitProgClXdp                = "cl_xdp"
 	connlimitVarBtfAnchorClAction     = "btf_anchor_cl_action"
+	connlimitVarBtfAnchorClEstab      = "btf_anchor_cl_estab"
 	connlimitVarBtfAnchorClFlow       = "btf_anchor_cl_flow"
 	connlimitVarBtfAnchorClLimit      = "btf_anchor_cl_limit"
 	connlimitVarBtfAnchorClPending    = "btf_anchor_cl_pending"
@@ -173,6 +182,7 @@ type connlimitMapSpecs struct {
 	ChainCursor *ebpf.MapSpec `ebpf:"chain_cursor"`
 	ChainProgs  *ebpf.MapSpec `ebpf:"chain_progs"`
 	Counts      *ebpf.MapSpec `ebpf:"counts"`
+	Estab       *ebpf.MapSpec `ebpf:"estab"`
 	Limits      *ebpf.MapSpec `ebpf:"limits"`
 	Pending     *ebpf.MapSpec `ebpf:"pending"`
 	Socks       *ebpf.MapSpec `ebpf:"socks"`
@@ -185,6 +195,7 @@ type connlimitMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type connlimitVariableSpecs struct {
 	BtfAnchorClAction     *ebpf.VariableSpec `ebpf:"btf_anchor_cl_action"`
+	BtfAnchorClEstab      *ebpf.VariableSpec `ebpf:"btf_anchor_cl_estab"`
 	BtfAnchorClFlow       *ebpf.VariableSpec `ebpf:"btf_anchor_cl_flow"`
 	BtfAnchorClLimit      *ebpf.VariableSpec `ebpf:"btf_anchor_cl_limit"`
 	BtfAnchorClPending    *ebpf.VariableSpec `ebpf:"btf_anchor_cl_pending"`
@@ -218,6 +229,7 @@ type connlimitMaps struct {
 	ChainCursor *ebpf.Map `ebpf:"chain_cursor"`
 	ChainProgs  *ebpf.Map `ebpf:"chain_progs"`
 	Counts      *ebpf.Map `ebpf:"counts"`
+	Estab       *ebpf.Map `ebpf:"estab"`
 	Limits      *ebpf.Map `ebpf:"limits"`
 	Pending     *ebpf.Map `ebpf:"pending"`
 	Socks       *ebpf.Map `ebpf:"socks"`
@@ -230,6 +242,7 @@ func (m *connlimitMaps) Close() error {
 		m.ChainCursor,
 		m.ChainProgs,
 		m.Counts,
+		m.Estab,
 		m.Limits,
 		m.Pending,
 		m.Socks,
@@ -243,6 +256,7 @@ func (m *connlimitMaps) Close() error {
 // It can be passed to loadConnlimitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type connlimitVariables struct {
 	BtfAnchorClAction     *ebpf.Variable `ebpf:"btf_anchor_cl_action"`
+	BtfAnchorClEstab      *ebpf.Variable `ebpf:"btf_anchor_cl_estab"`
 	BtfAnchorClFlow       *ebpf.Variable `ebpf:"btf_anchor_cl_flow"`
 	BtfAnchorClLimit      *ebpf.Variable `ebpf:"btf_anchor_cl_limit"`
 	BtfAnchorClPending    *ebpf.Variable `ebpf:"btf_anchor_cl_pending"`
