@@ -170,9 +170,9 @@ func TestSeedOnSetPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	waitFor(t, "2 established server sockets", func() (bool, string) {
-		n := tp.established(t, port)
-		return n == 2, "established " + itoa(n)
+	waitFor(t, "2 unclosed server sockets", func() (bool, string) {
+		n := tp.unclosed(t, port)
+		return n == 2, "unclosed " + itoa(n)
 	})
 	if err := l.SetPort(port, 10, police.Drop); err != nil {
 		t.Fatal(err)

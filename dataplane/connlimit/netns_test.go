@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -322,6 +323,20 @@ func itoa(n int) string { return fmt.Sprint(n) }
 // the program.
 func (tp *topo) established(t *testing.T, p uint16) int {
 	t.Helper()
+	return tp.inStates(t, p, 1, 8)
+}
+
+// unclosed counts, like established, the sockets of local port p that have
+// been established and have not reached TCP_CLOSE: ESTABLISHED, FIN_WAIT1,
+// FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING. A socket the server closed
+// stays in LAST_ACK until the client acknowledges its FIN, and counts.
+func (tp *topo) unclosed(t *testing.T, p uint16) int {
+	t.Helper()
+	return tp.inStates(t, p, 1, 4, 5, 8, 9, 11)
+}
+
+func (tp *topo) inStates(t *testing.T, p uint16, states ...uint8) int {
+	t.Helper()
 	h, err := netlink.NewHandleAt(tp.server, unix.NETLINK_INET_DIAG)
 	if err != nil {
 		t.Fatalf("sock_diag handle: %v", err)
@@ -334,7 +349,7 @@ func (tp *topo) established(t *testing.T, p uint16) int {
 			t.Fatalf("sock_diag dump: %v", err)
 		}
 		for _, s := range socks {
-			if s.ID.SourcePort == p && (s.State == 1 || s.State == 8) && !s.ID.Source.IsLoopback() {
+			if s.ID.SourcePort == p && slices.Contains(states, s.State) && !s.ID.Source.IsLoopback() {
 				n++
 			}
 		}
