@@ -10,20 +10,24 @@ import (
 
 const port = 8080
 
+// listenCases are the ways the server listens on port and the client
+// reaches it.
+var listenCases = []struct {
+	name, network string
+	listen, to    netip.AddrPort
+}{
+	{"ipv4", "tcp4", netip.AddrPortFrom(serverV4, port), netip.AddrPortFrom(serverV4, port)},
+	{"ipv6", "tcp6", netip.AddrPortFrom(serverV6, port), netip.AddrPortFrom(serverV6, port)},
+	// A dual-stack listener's IPv4 children are IPv6 sockets with
+	// IPv4-mapped addresses.
+	{"ipv4 on dual stack", "tcp", netip.AddrPortFrom(netip.IPv6Unspecified(), port), netip.AddrPortFrom(serverV4, port)},
+}
+
 // TestCountFollowsConnections opens real connections from the client
 // namespace and closes them three ways; the count must follow the number
 // of connections the test has open.
 func TestCountFollowsConnections(t *testing.T) {
-	for _, c := range []struct {
-		name, network string
-		listen, to    netip.AddrPort
-	}{
-		{"ipv4", "tcp4", netip.AddrPortFrom(serverV4, port), netip.AddrPortFrom(serverV4, port)},
-		{"ipv6", "tcp6", netip.AddrPortFrom(serverV6, port), netip.AddrPortFrom(serverV6, port)},
-		// A dual-stack listener's IPv4 children are IPv6 sockets with
-		// IPv4-mapped addresses.
-		{"ipv4 on dual stack", "tcp", netip.AddrPortFrom(netip.IPv6Unspecified(), port), netip.AddrPortFrom(serverV4, port)},
-	} {
+	for _, c := range listenCases {
 		t.Run(c.name, func(t *testing.T) {
 			tp := newTopo(t)
 			l := tp.loadIn(t, map[uint16]Limit{port: {Max: 100}})

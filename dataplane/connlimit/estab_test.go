@@ -52,14 +52,7 @@ func connFlow(c net.Conn) (client, server netip.AddrPort, s string) {
 // the cache; and a port no longer limited leaves no flow behind.
 func TestEstablishedFlowCache(t *testing.T) {
 	const other = port + 1
-	for _, c := range []struct {
-		name, network string
-		listen, to    netip.AddrPort
-	}{
-		{"ipv4", "tcp4", netip.AddrPortFrom(serverV4, port), netip.AddrPortFrom(serverV4, port)},
-		{"ipv6", "tcp6", netip.AddrPortFrom(serverV6, port), netip.AddrPortFrom(serverV6, port)},
-		{"ipv4 on dual stack", "tcp", netip.AddrPortFrom(netip.IPv6Unspecified(), port), netip.AddrPortFrom(serverV4, port)},
-	} {
+	for _, c := range listenCases {
 		t.Run(c.name, func(t *testing.T) {
 			tp := newTopo(t)
 			l := tp.loadIn(t, map[uint16]Limit{port: {Max: 10}, other: {Max: 10}})
