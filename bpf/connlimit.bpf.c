@@ -147,11 +147,13 @@ struct cl_pending {
 	__u16 pad[3];
 };
 
-/* cl_seed's argument; it returns an enum cl_seed_result. */
+/* cl_seed's argument; it returns an enum cl_seed_result. flow is the
+ * socket's, as sk_flow builds it, for the cache of established flows. */
 struct cl_seed_arg {
 	__u64 cookie;
 	__u16 port;
 	__u16 pad[3];
+	struct cl_flow flow;
 };
 
 enum cl_seed_result {
@@ -251,12 +253,13 @@ struct {
 
 /* The flows of counted connections, so that the XDP program tells their
  * segments from a handshake's final ACK with one lookup instead of a
- * socket lookup. Only the tracepoint adds entries, for the connections it
- * counts, and deletes them when they close; the control plane deletes a
- * port's when it stops limiting it. An entry therefore never outlives its
- * connection, so a hit never lets an unreserved final ACK through. A flow
- * missing here (seeded connections, a full table) takes the socket lookup,
- * which is exact too. */
+ * socket lookup. Entries are added with the record of a counted connection
+ * (by the tracepoint, or cl_seed) and deleted with it when the connection
+ * closes; the control plane deletes a port's when it stops limiting it. An
+ * entry therefore never outlives its connection, so a hit never lets an
+ * unreserved final ACK through. A flow missing here (a full table, a flow
+ * overwritten by another connection of the same client end) takes the
+ * socket lookup, which is exact too. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, DEFAULT_MAX_SOCKS);
@@ -401,19 +404,25 @@ static __always_inline void remember_estab(struct cl_flow *f)
 	bpf_map_update_elem(&estab, f, &v, BPF_ANY);
 }
 
-/* forget_estab deletes a closing connection's flow from the cache unless
- * the entry is another connection's: one from the same client address and
- * port to another local port, which overwrote it. */
+/* forget_flow deletes a flow (its lport 0) from the cache of established
+ * flows unless the entry is another connection's: one from the same client
+ * address and port to another local port, which overwrote it. */
+static __always_inline void forget_flow(struct cl_flow *f, __u16 port)
+{
+	struct cl_estab *v = bpf_map_lookup_elem(&estab, f);
+
+	if (v && v->lport == bpf_htons(port))
+		bpf_map_delete_elem(&estab, f);
+}
+
+/* forget_estab deletes a closing connection's flow from the cache. */
 static __always_inline void forget_estab(const struct sock *sk, unsigned short family, __u16 port)
 {
-	struct cl_estab *v;
 	struct cl_flow f;
 
 	sk_flow(sk, family, &f);
 	f.lport = 0;
-	v = bpf_map_lookup_elem(&estab, &f);
-	if (v && v->lport == bpf_htons(port))
-		bpf_map_delete_elem(&estab, &f);
+	forget_flow(&f, port);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -493,15 +502,18 @@ int BPF_PROG(cl_state, const struct sock *sk, int oldstate, int newstate)
 }
 
 /* cl_seed counts a socket that the control plane found in a sock_diag dump
- * (run with BPF_PROG_RUN). The socket may have closed since the dump: then
- * the tracepoint found no record to delete but left a tombstone, which is
- * looked for after the insert, so that either this program sees the
- * tombstone or the tracepoint sees the record. */
+ * (run with BPF_PROG_RUN) and caches its flow. The socket may have closed
+ * since the dump: then the tracepoint found no record to delete but left a
+ * tombstone, which is looked for after the inserts, so that either this
+ * program sees the tombstone or the tracepoint sees the record. On a
+ * tombstone the flow is forgotten too, whether or not the tracepoint got
+ * to it: a cached flow must not outlive its connection. */
 SEC("syscall")
 int cl_seed(struct cl_seed_arg *a)
 {
 	__u64 cookie = a->cookie;
 	__u16 port = a->port;
+	struct cl_flow f = a->flow;
 	__s64 *cnt;
 	long err;
 
@@ -515,8 +527,10 @@ int cl_seed(struct cl_seed_arg *a)
 		return CL_SEED_KNOWN;
 	if (err)
 		return CL_SEED_FULL;
+	remember_estab(&f);
 	if (bpf_map_lookup_elem(&tombs, &cookie)) {
 		untrack(cookie);
+		forget_flow(&f, port);
 		return CL_SEED_CLOSED;
 	}
 	return CL_SEED_COUNTED;

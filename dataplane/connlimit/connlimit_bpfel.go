@@ -60,6 +60,7 @@ type connlimitClSeedArg struct {
 	Cookie uint64
 	Port   uint16
 	Pad    [3]uint16
+	Flow   connlimitClFlow
 }
 
 type connlimitClSeedResult uint32

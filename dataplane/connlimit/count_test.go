@@ -1,10 +1,15 @@
 package connlimit
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 	"github.com/sluice-dp/sluice/dataplane/police"
 )
 
@@ -109,9 +114,9 @@ func TestLoopbackNotCounted(t *testing.T) {
 	}
 }
 
-// TestSeed opens connections before Start: Start must count them, and
-// their closing must uncount them (which needs the cookie sock_diag
-// reports to be the one the tracepoint reads).
+// TestSeed opens connections before Start: Start must count them and cache
+// their flows, and their closing must uncount and forget them (which needs
+// the cookie sock_diag reports to be the one the tracepoint reads).
 func TestSeed(t *testing.T) {
 	tp := newTopo(t)
 	l := tp.loadIn(t, map[uint16]Limit{port: {Max: 100}})
@@ -139,10 +144,26 @@ func TestSeed(t *testing.T) {
 	if c, err := l.Counts(); err != nil || c[port] != int64(len(conns)) {
 		t.Fatalf("count after Start = %d (%v), want %d", c[port], err, len(conns))
 	}
+	// The seed caches their flows, as the sockets see them.
+	var want []string
+	for _, c := range conns {
+		_, _, f := connFlow(c)
+		want = append(want, f)
+	}
+	slices.Sort(want)
+	got := cachedFlows(t, l)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("cached flows after the seed:\n%q\nwant\n%q", got, want)
+	}
 	for i, c := range conns {
 		c.Close()
 		waitCount(t, l, port, int64(len(conns)-i-1))
 	}
+	waitFor(t, "the cache to empty", func() (bool, string) {
+		got := cachedFlows(t, l)
+		return len(got) == 0, fmt.Sprintf("cache %q", got)
+	})
 }
 
 // TestSeedOnSetPort limits a port after Start: its open connections are
@@ -183,5 +204,50 @@ func TestSeedOnSetPort(t *testing.T) {
 	}
 	if got, _ := l.Counts(); got[port] != 2 {
 		t.Fatalf("count after limiting again = %d, want 2", got[port])
+	}
+}
+
+// TestSeedTombstone plays a socket that closes between the dump and its
+// seed: the tracepoint left a tombstone and found no record to delete.
+// cl_seed must then count nothing and cache nothing; a socket without a
+// tombstone is counted and cached.
+func TestSeedTombstone(t *testing.T) {
+	l := load(t, Options{})
+	if err := l.SetPort(port, 10, police.Drop); err != nil {
+		t.Fatal(err)
+	}
+	flow := func(client string) connlimitClFlow {
+		c := netip.MustParseAddrPort(client)
+		return connlimitClFlow{
+			Raddr: bpfenc.AddrWords(c.Addr()), Laddr: bpfenc.AddrWords(serverV4),
+			Rport: bpfenc.Htons(c.Port()), Lport: bpfenc.Htons(port), Family: 4,
+		}
+	}
+	seed := func(cookie uint64, f connlimitClFlow) connlimitClSeedResult {
+		arg := connlimitClSeedArg{Cookie: cookie, Port: port, Flow: f}
+		ret, err := l.objs.ClSeed.Run(&ebpf.RunOptions{Context: &arg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return connlimitClSeedResult(ret)
+	}
+	if err := l.objs.Tombs.Put(uint64(41), uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+	if r := seed(41, flow("10.77.0.60:40041")); r != connlimitClSeedResultCL_SEED_CLOSED {
+		t.Errorf("seed of a closed socket = %v, want CL_SEED_CLOSED", r)
+	}
+	if got := cachedFlows(t, l); len(got) != 0 {
+		t.Errorf("cache %q after seeding a closed socket, want empty", got)
+	}
+	if r := seed(42, flow("10.77.0.61:40042")); r != connlimitClSeedResultCL_SEED_COUNTED {
+		t.Errorf("seed of an open socket = %v, want CL_SEED_COUNTED", r)
+	}
+	want := []string{fmt.Sprintf("10.77.0.61:40042 -> %v", netip.AddrPortFrom(serverV4, port))}
+	if got := cachedFlows(t, l); !slices.Equal(got, want) {
+		t.Errorf("cache %q after seeding an open socket, want %q", got, want)
+	}
+	if c, err := l.Counts(); err != nil || c[port] != 1 {
+		t.Errorf("count %d (%v), want 1: only the open socket", c[port], err)
 	}
 }
