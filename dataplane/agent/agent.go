@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/internal/feature"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -150,7 +151,7 @@ func Load(opts Options, cfg Config) (*Agent, error) {
 		addrs: make(map[netip.Addr]bool),
 	}
 	if err := spec.LoadAndAssign(&a.objs, nil); err != nil {
-		return nil, fmt.Errorf("load agent objects: %w", err)
+		return nil, fmt.Errorf("load agent objects: %w", feature.Explain(spec, err))
 	}
 	if err := a.writeConfig(cfg); err != nil {
 		a.objs.Close()

@@ -40,6 +40,7 @@ import (
 
 	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/internal/feature"
 )
 
 // Slots is the largest number of programs in a chain, and Generations the
@@ -185,7 +186,7 @@ func Load(hook Hook, opts Options) (*Chain, error) {
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		return nil, fmt.Errorf("load chain %s objects: %w", opts.Name, err)
+		return nil, fmt.Errorf("load chain %s objects: %w", opts.Name, feature.Explain(spec, err))
 	}
 	defer coll.Close()
 	c := &Chain{hook: hook, name: opts.Name, names: names}

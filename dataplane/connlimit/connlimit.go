@@ -28,6 +28,7 @@ import (
 
 	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/internal/feature"
 	"github.com/sluice-dp/sluice/dataplane/police"
 )
 
@@ -157,7 +158,7 @@ func Load(opts Options) (*Limiter, error) {
 	}
 	if err := spec.LoadAndAssign(&l.objs, &ebpf.CollectionOptions{MapReplacements: opts.ChainMaps}); err != nil {
 		ns.Close()
-		return nil, fmt.Errorf("load connlimit objects: %w", err)
+		return nil, fmt.Errorf("load connlimit objects: %w", feature.Explain(spec, err))
 	}
 	return l, nil
 }

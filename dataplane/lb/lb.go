@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluice-dp/sluice/ctl/maglev"
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/internal/feature"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -221,7 +222,7 @@ func Load(opts Options, cfg Config) (*LB, error) {
 		realIDs: newIDPool(1, opts.MaxBackends+1),
 	}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
-		return nil, fmt.Errorf("load lb objects: %w", err)
+		return nil, fmt.Errorf("load lb objects: %w", feature.Explain(spec, err))
 	}
 	connSpec := spec.Maps["conns"].InnerMap
 	for cpu := range cpus {

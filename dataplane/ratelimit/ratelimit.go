@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+	"github.com/sluice-dp/sluice/dataplane/internal/feature"
 	"github.com/sluice-dp/sluice/dataplane/l4"
 )
 
@@ -123,7 +124,7 @@ func Load(opts Options) (*Limiter, error) {
 		lo = &ebpf.CollectionOptions{MapReplacements: opts.ChainMaps}
 	}
 	if err := spec.LoadAndAssign(&l.objs, lo); err != nil {
-		return nil, fmt.Errorf("load ratelimit objects: %w", err)
+		return nil, fmt.Errorf("load ratelimit objects: %w", feature.Explain(spec, err))
 	}
 	if err := l.SetRules(nil); err != nil {
 		l.objs.Close()
