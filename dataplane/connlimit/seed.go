@@ -4,14 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // openStates are the TCP states of a connection that has been established
@@ -88,7 +85,7 @@ func (l *Limiter) seedOne(s *netlink.Socket) error {
 	arg := connlimitClSeedArg{
 		Cookie: uint64(s.ID.Cookie[0]) | uint64(s.ID.Cookie[1])<<32,
 		Port:   s.ID.SourcePort,
-		Flow:   sockFlow(s),
+		Flow:   flowOf(s.ID.Destination, s.ID.DestinationPort, s.ID.Source, s.ID.SourcePort),
 	}
 	ret, err := l.objs.ClSeed.Run(&ebpf.RunOptions{Context: &arg})
 	if err != nil {
@@ -99,26 +96,6 @@ func (l *Limiter) seedOne(s *netlink.Socket) error {
 			sockName(s), ErrFull, l.opts.MaxConns)
 	}
 	return nil
-}
-
-// sockFlow is a socket's flow as the programs key it (see sk_flow in
-// bpf/connlimit.bpf.c): the remote end first, ports in network order, and
-// an IPv4 connection on a dual-stack socket as IPv4.
-func sockFlow(s *netlink.Socket) connlimitClFlow {
-	local, _ := netip.AddrFromSlice(s.ID.Source)
-	remote, _ := netip.AddrFromSlice(s.ID.Destination)
-	local, remote = local.Unmap(), remote.Unmap()
-	f := connlimitClFlow{
-		Raddr:  bpfenc.AddrWords(remote),
-		Laddr:  bpfenc.AddrWords(local),
-		Rport:  bpfenc.Htons(s.ID.DestinationPort),
-		Lport:  bpfenc.Htons(s.ID.SourcePort),
-		Family: 6,
-	}
-	if local.Is4() && remote.Is4() {
-		f.Family = 4
-	}
-	return f
 }
 
 func sockName(s *netlink.Socket) string {
