@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // Counters are the programs' counters summed over CPUs.
@@ -22,16 +24,11 @@ type Counters struct {
 func (a *Agent) Counters() (Counters, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	c := Counters{Stats: make(map[string]uint64, len(a.names))}
-	for i, name := range a.names {
-		var per []uint64
-		if err := a.objs.Stats.Lookup(uint32(i), &per); err != nil {
-			return Counters{}, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		for _, v := range per {
-			c.Stats[name] += v
-		}
+	stats, err := bpfenc.ReadStats(a.objs.Stats, a.names)
+	if err != nil {
+		return Counters{}, err
 	}
+	c := Counters{Stats: stats}
 	var (
 		k agentConnKey
 		v agentConnState

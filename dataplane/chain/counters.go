@@ -1,6 +1,10 @@
 package chain
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+)
 
 // Counters are the root's counters summed over CPUs.
 type Counters struct {
@@ -32,23 +36,14 @@ func (c *Chain) Counters() (Counters, error) {
 	if c.closed {
 		return Counters{}, fmt.Errorf("read chain %s counters: %w", c.name, ErrClosed)
 	}
-	out := Counters{Stats: make(map[string]uint64, len(c.names))}
-	for i, name := range c.names {
-		var per []uint64
-		if err := c.maps.ChainStats.Lookup(uint32(i), &per); err != nil {
-			return Counters{}, fmt.Errorf("read chain %s counter %s: %w", c.name, name, err)
-		}
-		for _, v := range per {
-			out.Stats[name] += v
-		}
+	stats, err := bpfenc.ReadStats(c.maps.ChainStats, c.names)
+	if err != nil {
+		return Counters{}, fmt.Errorf("read chain %s counters: %w", c.name, err)
 	}
+	out := Counters{Stats: stats}
 	for r := range uint32(Generations) {
-		var per []uint64
-		if err := c.maps.ChainRegionPackets.Lookup(r, &per); err != nil {
+		if out.Regions[r], err = bpfenc.SumPerCPU(c.maps.ChainRegionPackets, r); err != nil {
 			return Counters{}, fmt.Errorf("read chain %s packets of region %d: %w", c.name, r, err)
-		}
-		for _, v := range per {
-			out.Regions[r] += v
 		}
 	}
 	return out, nil

@@ -404,15 +404,5 @@ func (l *Limiter) Counts() (map[uint16]int64, error) {
 // the C enum cl_stat, in lower case without its CL_STAT_ prefix ("pass",
 // "drop_limit", "tx_rst", "conn_open"), to its total.
 func (l *Limiter) Counters() (map[string]uint64, error) {
-	out := make(map[string]uint64, len(l.names))
-	for i, name := range l.names {
-		var per []uint64
-		if err := l.objs.Stats.Lookup(uint32(i), &per); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		for _, v := range per {
-			out[name] += v
-		}
-	}
-	return out, nil
+	return bpfenc.ReadStats(l.objs.Stats, l.names)
 }

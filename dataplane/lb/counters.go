@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
 )
 
 // Traffic is a packet and byte count. Bytes count IP packets as received,
@@ -31,19 +33,14 @@ type Counters struct {
 func (l *LB) Counters() (Counters, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	stats, err := bpfenc.ReadStats(l.objs.Stats, l.names)
+	if err != nil {
+		return Counters{}, err
+	}
 	c := Counters{
-		Stats:    make(map[string]uint64, len(l.names)),
+		Stats:    stats,
 		VIPs:     make(map[VIP]Traffic, len(l.vips)),
 		Backends: make(map[VIP]map[netip.Addr]Traffic, len(l.vips)),
-	}
-	for i, name := range l.names {
-		var per []uint64
-		if err := l.objs.Stats.Lookup(uint32(i), &per); err != nil {
-			return Counters{}, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		for _, v := range per {
-			c.Stats[name] += v
-		}
 	}
 	for v, s := range l.vips {
 		t, err := sumTraffic(l.objs.VipStats, s.id)

@@ -1,6 +1,10 @@
 package ratelimit
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/sluice-dp/sluice/dataplane/internal/bpfenc"
+)
 
 // Scope counts the new connections one limit looked at.
 type Scope struct {
@@ -34,19 +38,11 @@ type Counters struct {
 func (l *Limiter) Counters() (Counters, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := Counters{
-		Stats: make(map[string]uint64, len(l.names)),
-		Rules: make(map[Match]RuleCounters, len(l.rules)),
+	stats, err := bpfenc.ReadStats(l.objs.Stats, l.names)
+	if err != nil {
+		return Counters{}, err
 	}
-	for i, name := range l.names {
-		var per []uint64
-		if err := l.objs.Stats.Lookup(uint32(i), &per); err != nil {
-			return Counters{}, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		for _, v := range per {
-			c.Stats[name] += v
-		}
-	}
+	c := Counters{Stats: stats, Rules: make(map[Match]RuleCounters, len(l.rules))}
 	for m, in := range l.rules {
 		var per []ratelimitRlRuleStats
 		if err := l.objs.RuleStats.Lookup(in.id, &per); err != nil {

@@ -75,3 +75,32 @@ func StatNames(spec *ebpf.CollectionSpec, enum, prefix string) ([]string, error)
 	}
 	return names, nil
 }
+
+// SumPerCPU reads the entry at key of a per-CPU map of __u64 and returns
+// its sum over the CPUs.
+func SumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(key, &per); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range per {
+		sum += v
+	}
+	return sum, nil
+}
+
+// ReadStats reads a program's counters from m, a per-CPU array of __u64
+// indexed like names (see StatNames): each counter's name to its sum over
+// the CPUs.
+func ReadStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(names))
+	for i, name := range names {
+		v, err := SumPerCPU(m, uint32(i))
+		if err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		out[name] = v
+	}
+	return out, nil
+}

@@ -1,9 +1,15 @@
 package bpfenc
 
 import (
+	"maps"
 	"net/netip"
+	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sluice-dp/sluice/internal/testenv"
 )
 
 // The layout is checked against the bytes in memory, which is what the C
@@ -34,5 +40,42 @@ func TestHtonsMemoryLayout(t *testing.T) {
 	}
 	if Ntohs(v) != 0x1234 {
 		t.Errorf("Ntohs(Htons(0x1234)) = %#x", Ntohs(v))
+	}
+}
+
+// ReadStats sums each counter over the CPUs: every CPU's slot holds a
+// distinct value, so a reader that took one CPU's, or the wrong index,
+// gets another number.
+func TestReadStats(t *testing.T) {
+	testenv.RequirePriv(t)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	want := map[string]uint64{}
+	for i, name := range []string{"pass", "drop"} {
+		per := make([]uint64, cpus)
+		for cpu := range per {
+			per[cpu] = uint64(1+i) << (8 * cpu % 56)
+			want[name] += per[cpu]
+		}
+		if err := m.Put(uint32(i), per); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := ReadStats(m, []string{"pass", "drop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("ReadStats = %v, want %v", got, want)
+	}
+	if _, err := ReadStats(m, []string{"pass", "drop", "beyond"}); err == nil || !strings.Contains(err.Error(), "beyond") {
+		t.Errorf("ReadStats of a counter past the map = %v, want an error naming it", err)
 	}
 }
