@@ -706,14 +706,18 @@ int cl_xdp(struct xdp_md *ctx)
 		goto pass;
 	port = bpf_ntohs(p.dport);
 	lim = bpf_map_lookup_elem(&limits, &port);
+	if (!lim)
+		goto pass;
+	/* The segments of counted connections, the bulk of the traffic to a
+	 * limited port, need no more than the cache. */
+	if (flags == POLICE_TCP_ACK && estab_hit(&p)) {
+		count(CL_STAT_ACK_ESTABLISHED);
+		goto pass;
+	}
 	cnt = bpf_map_lookup_elem(&counts, &port);
-	if (!lim || !cnt)
+	if (!cnt)
 		goto pass;
 	if (flags == POLICE_TCP_ACK) {
-		if (estab_hit(&p)) {
-			count(CL_STAT_ACK_ESTABLISHED);
-			goto pass;
-		}
 		if (admit_ack(ctx, &p, port, lim, cnt))
 			goto pass;
 		if (lim->action != CL_ACTION_RST) {
