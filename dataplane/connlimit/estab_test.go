@@ -70,9 +70,7 @@ func TestEstablishedFlowCache(t *testing.T) {
 
 			run := func(to netip.AddrPort) (pkttest.Verdict, map[string]uint64) {
 				before := counters(t, l)
-				var res pkttest.Result
-				frame := pkttest.TCP(pkttest.Flow{Src: client, Dst: to}, pkttest.ACK)
-				tp.in(t, tp.server, func() { res = pkttest.Run(t, l.Program(), frame) })
+				res := tp.runServer(t, l, pkttest.TCP(pkttest.Flow{Src: client, Dst: to}, pkttest.ACK))
 				after := counters(t, l)
 				d := map[string]uint64{}
 				for _, n := range []string{"ack_established", "ack_reserved", "drop_limit_ack", "pass"} {

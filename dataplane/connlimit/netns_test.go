@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
 
@@ -361,22 +362,14 @@ func (tp *topo) inStates(t *testing.T, p uint16, states ...uint8) int {
 // waiting for their final ACK) of local port p, with sock_diag.
 func (tp *topo) requests(t *testing.T, p uint16) int {
 	t.Helper()
-	h, err := netlink.NewHandleAt(tp.server, unix.NETLINK_INET_DIAG)
-	if err != nil {
-		t.Fatalf("sock_diag handle: %v", err)
-	}
-	defer h.Close()
-	n := 0
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := h.SocketDiagTCP(fam)
-		if err != nil {
-			t.Fatalf("sock_diag dump: %v", err)
-		}
-		for _, s := range socks {
-			if s.ID.SourcePort == p && s.State == 3 {
-				n++
-			}
-		}
-	}
-	return n
+	return tp.inStates(t, p, 3)
+}
+
+// runServer runs the limiter's XDP program on frame with BPF_PROG_RUN in
+// the server namespace, whose sockets the program looks ACKs up among.
+func (tp *topo) runServer(t *testing.T, l *Limiter, frame []byte) pkttest.Result {
+	t.Helper()
+	var res pkttest.Result
+	tp.in(t, tp.server, func() { res = pkttest.Run(t, l.Program(), frame) })
+	return res
 }

@@ -193,11 +193,7 @@ func handshakeRace(t *testing.T, cookies bool) {
 
 	isnA := w.handshake(t, a, to)
 	isnB := w.handshake(t, b, to)
-	run := func(frame []byte) pkttest.Verdict {
-		var res pkttest.Result
-		tp.in(t, tp.server, func() { res = pkttest.Run(t, l.Program(), frame) })
-		return res.Verdict
-	}
+	run := func(frame []byte) pkttest.Verdict { return tp.runServer(t, l, frame).Verdict }
 	count := func() int64 {
 		c, err := l.Counts()
 		if err != nil {
@@ -289,19 +285,14 @@ func TestRefusedFinalACKRST(t *testing.T) {
 	tp.listen(t, "tcp4", to)
 	isnA := w.handshake(t, a, to)
 	isnB := w.handshake(t, b, to)
-	run := func(frame []byte) pkttest.Result {
-		var res pkttest.Result
-		tp.in(t, tp.server, func() { res = pkttest.Run(t, l.Program(), frame) })
-		return res
-	}
-	if res := run(w.finalACK(t, a, to, isnA)); res.Verdict != pkttest.XDPPass {
+	if res := tp.runServer(t, l, w.finalACK(t, a, to, isnA)); res.Verdict != pkttest.XDPPass {
 		t.Fatalf("A's final ACK: verdict %v, want XDP_PASS", res.Verdict)
 	}
 	before, err := l.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := run(w.finalACK(t, b, to, isnB))
+	res := tp.runServer(t, l, w.finalACK(t, b, to, isnB))
 	if res.Verdict != pkttest.XDPTX {
 		t.Fatalf("B's final ACK at the limit: verdict %v, want XDP_TX", res.Verdict)
 	}
@@ -350,9 +341,7 @@ func TestSweepReleasesDeadHandshakes(t *testing.T) {
 	isnC := w.handshake(t, c, to)
 	isnD := w.handshake(t, d, to)
 	for _, ack := range [][]byte{w.finalACK(t, c, to, isnC), w.finalACK(t, d, to, isnD)} {
-		var res pkttest.Result
-		tp.in(t, tp.server, func() { res = pkttest.Run(t, l.Program(), ack) })
-		if res.Verdict != pkttest.XDPPass {
+		if res := tp.runServer(t, l, ack); res.Verdict != pkttest.XDPPass {
 			t.Fatalf("final ACK: verdict %v, want XDP_PASS", res.Verdict)
 		}
 	}
