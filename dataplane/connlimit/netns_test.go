@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -224,6 +226,28 @@ func (s *server) closeOne() bool {
 	return true
 }
 
+// abortFrom closes with a RST (SO_LINGER 0) the accepted connection whose
+// client is remote. The server's socket reaches TCP_CLOSE at once, whatever
+// becomes of the RST, so the count drops without a round trip.
+func (s *server) abortFrom(t *testing.T, remote net.Addr) {
+	t.Helper()
+	s.mu.Lock()
+	var c net.Conn
+	for k := range s.open {
+		if k.RemoteAddr().String() == remote.String() {
+			c = k
+		}
+	}
+	s.mu.Unlock()
+	if c == nil {
+		t.Fatalf("server has no connection from %v", remote)
+	}
+	if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatalf("set linger: %v", err)
+	}
+	s.drop(c)
+}
+
 func (s *server) accepted() (open, total int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -280,12 +304,16 @@ func abort(t *testing.T, c net.Conn) {
 	c.Close()
 }
 
-// waitFor polls cond until it holds; it fails the test if it still does
-// not hold after a long grace time, which only a broken program reaches
-// (the events it waits for take milliseconds).
+// waitLimit bounds every wait of these tests: the events they wait for
+// take milliseconds, so only a broken program, or a network that lost
+// packets again and again, reaches it.
+const waitLimit = 10 * time.Second
+
+// waitFor polls cond until it holds, and fails the test if it still does
+// not after waitLimit.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for {
 		ok, state := cond()
 		if ok {
@@ -298,16 +326,89 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	}
 }
 
-// waitCount waits until the program's count of port is want.
+// waitCount waits until the program's count of port is want. On failure
+// it reports what the count is made of: the program's counters and the
+// sockets of the port in the Limiter's namespace.
 func waitCount(t *testing.T, l *Limiter, port uint16, want int64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("count of port %d = %d", port, want), func() (bool, string) {
+	deadline := time.Now().Add(waitLimit)
+	for {
 		c, err := l.Counts()
 		if err != nil {
 			t.Fatalf("counts: %v", err)
 		}
-		return c[port] == want, fmt.Sprintf("count %d", c[port])
-	})
+		if c[port] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for count of port %d = %d: still count %d\n%s", port, want, c[port], explainCount(t, l, port))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// tcpStates names the states sock_diag reports.
+var tcpStates = []string{1: "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
+	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
+
+// explainCount lists the nonzero counters of l, its reservations and
+// tracked sockets, and the TCP sockets of local port p in l's namespace.
+func explainCount(t *testing.T, l *Limiter, p uint16) string {
+	t.Helper()
+	var b strings.Builder
+	if cs, err := l.Counters(); err != nil {
+		fmt.Fprintf(&b, "counters: %v\n", err)
+	} else {
+		b.WriteString("counters:")
+		for _, name := range slices.Sorted(maps.Keys(cs)) {
+			if cs[name] != 0 {
+				fmt.Fprintf(&b, " %s=%d", name, cs[name])
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "reservations %d, tracked sockets (cookie:port):", countEntries(t, l.objs.Pending))
+	var (
+		cookie uint64
+		rec    connlimitClSock
+	)
+	it := l.objs.Socks.Iterate()
+	for it.Next(&cookie, &rec) {
+		fmt.Fprintf(&b, " %d:%d", cookie, rec.Port)
+	}
+	if err := it.Err(); err != nil {
+		fmt.Fprintf(&b, " (%v)", err)
+	}
+	b.WriteString("\n")
+	h, err := netlink.NewHandleAt(l.ns, unix.NETLINK_INET_DIAG)
+	if err != nil {
+		fmt.Fprintf(&b, "sock_diag: %v", err)
+		return b.String()
+	}
+	defer h.Close()
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := h.SocketDiagTCPInfo(fam)
+		if err != nil {
+			fmt.Fprintf(&b, "sock_diag: %v", err)
+			return b.String()
+		}
+		for _, s := range socks {
+			m := s.InetDiagMsg
+			if m.ID.SourcePort != p {
+				continue
+			}
+			state := fmt.Sprint(m.State)
+			if int(m.State) < len(tcpStates) {
+				state = tcpStates[m.State]
+			}
+			fmt.Fprintf(&b, "socket %v:%d <- %v:%d %s cookie %d", m.ID.Source, m.ID.SourcePort, m.ID.Destination, m.ID.DestinationPort, state, uint64(m.ID.Cookie[1])<<32|uint64(m.ID.Cookie[0]))
+			if s.TCPInfo != nil {
+				fmt.Fprintf(&b, " rto %dus retransmits %d backoff %d", s.TCPInfo.Rto, s.TCPInfo.Retransmits, s.TCPInfo.Backoff)
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
 }
 
 // refused reports whether err is a connection refused by a RST.
