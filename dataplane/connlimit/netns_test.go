@@ -236,6 +236,7 @@ func (s *server) abortFrom(t *testing.T, remote net.Addr) {
 	for k := range s.open {
 		if k.RemoteAddr().String() == remote.String() {
 			c = k
+			break
 		}
 	}
 	s.mu.Unlock()
@@ -327,8 +328,7 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 }
 
 // waitCount waits until the program's count of port is want. On failure
-// it reports what the count is made of: the program's counters and the
-// sockets of the port in the Limiter's namespace.
+// it reports what the count is made of (explainCount).
 func waitCount(t *testing.T, l *Limiter, port uint16, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
@@ -349,7 +349,7 @@ func waitCount(t *testing.T, l *Limiter, port uint16, want int64) {
 
 // tcpStates names the states sock_diag reports.
 var tcpStates = []string{1: "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
-	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
+	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING"}
 
 // explainCount lists the nonzero counters of l, its reservations and
 // tracked sockets, and the TCP sockets of local port p in l's namespace.
