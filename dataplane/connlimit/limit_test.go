@@ -37,16 +37,7 @@ func TestExactLimit(t *testing.T) {
 			const max = 3
 			tp := newTopo(t)
 			l := tp.loadIn(t, map[uint16]Limit{port: {Max: max, Action: c.action}})
-			if err := l.Start(); err != nil {
-				t.Fatal(err)
-			}
-			tp.in(t, tp.server, func() {
-				at, err := l.Attach(serverDev, c.mode)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { at.Close() })
-			})
+			tp.startAttached(t, l, c.mode)
 			// Frames sent with XDP_TX (the RSTs) only arrive on a veth
 			// whose peer runs an XDP program too: an unconfigured
 			// limiter passes everything.

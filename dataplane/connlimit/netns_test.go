@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-dp/sluice/dataplane/attach"
 	"github.com/sluice-dp/sluice/internal/pkttest"
 	"github.com/sluice-dp/sluice/internal/testenv"
 )
@@ -145,6 +146,22 @@ func (tp *topo) loadIn(t *testing.T, ports map[uint16]Limit) *Limiter {
 		t.Fatalf("set ports: %v", err)
 	}
 	return l
+}
+
+// startAttached starts l and attaches its XDP program to the server end of
+// the veth in mode, until the test ends.
+func (tp *topo) startAttached(t *testing.T, l *Limiter, mode attach.Mode) {
+	t.Helper()
+	if err := l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tp.in(t, tp.server, func() {
+		at, err := l.Attach(serverDev, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { at.Close() })
+	})
 }
 
 // server accepts connections on a port of the server namespace and keeps

@@ -177,16 +177,7 @@ func handshakeRace(t *testing.T, cookies bool) {
 	to := netip.AddrPortFrom(serverV4, port)
 	w := tp.wire(t, a.Addr(), b.Addr())
 	l := tp.loadIn(t, map[uint16]Limit{port: {Max: max, Action: police.Drop}})
-	if err := l.Start(); err != nil {
-		t.Fatal(err)
-	}
-	tp.in(t, tp.server, func() {
-		at, err := l.Attach(serverDev, attach.Native)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { at.Close() })
-	})
+	tp.startAttached(t, l, attach.Native)
 	srv := tp.listen(t, "tcp4", to)
 	first := tp.mustDial(t, "tcp", to)
 	waitCount(t, l, port, max-1)
@@ -273,18 +264,9 @@ func TestRefusedFinalACKRST(t *testing.T) {
 	to := netip.AddrPortFrom(serverV4, port)
 	w := tp.wire(t, a.Addr(), b.Addr())
 	l := tp.loadIn(t, map[uint16]Limit{port: {Max: 1, Action: police.RST}})
-	if err := l.Start(); err != nil {
-		t.Fatal(err)
-	}
-	tp.in(t, tp.server, func() {
-		// Generic: a veth delivers a native XDP_TX frame only when its
-		// peer runs XDP too, and the client end has no program.
-		at, err := l.Attach(serverDev, attach.Generic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { at.Close() })
-	})
+	// Generic: a veth delivers a native XDP_TX frame only when its peer
+	// runs XDP too, and the client end has no program.
+	tp.startAttached(t, l, attach.Generic)
 	tp.listen(t, "tcp4", to)
 	isnA := w.handshake(t, a, to)
 	isnB := w.handshake(t, b, to)
